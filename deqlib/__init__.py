@@ -1,0 +1,25 @@
+"""deqlib: implicit layers and the theory of deep equilibrium linear models, in PyTorch.
+
+The library the book's chapters run on. One module per idea:
+
+* :mod:`deqlib.solvers`  fixed-point solvers (Picard, Anderson, Broyden) with statistics
+* :mod:`deqlib.implicit` the DEQ layer and its implicit / unrolled / one-step backward
+* :mod:`deqlib.models`   the deep equilibrium linear model and its peers, a tanh DEQ
+* :mod:`deqlib.theory`   the quantities of the convergence theorem
+* :mod:`deqlib.train`    a device-agnostic training loop
+* :mod:`deqlib.data`     datasets: embedded digits offline, MNIST & co. via torchvision
+"""
+
+from .implicit import DEQ
+from .models import (DeepEquilibriumLinear, DeepLinearNetwork, LinearModel, TanhDEQ,
+                     reference_tanh_problem)
+from .solvers import (ConvergenceError, ConvergenceWarning, SolverResult, anderson, broyden,
+                      picard, solve)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEQ", "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel", "TanhDEQ",
+    "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",
+    "anderson", "broyden", "picard", "solve",
+]
