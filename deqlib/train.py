@@ -169,6 +169,7 @@ def fit(model: nn.Module, data: Dataset, *, loss: str = "cross_entropy", optimiz
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         elapsed += time.perf_counter() - start
+        batch_loss = batch_loss.detach()
         if not torch.isfinite(batch_loss):
             raise FloatingPointError(
                 f"the training loss became {float(batch_loss)} at epoch {epoch}: lower the learning "
