@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -326,6 +327,13 @@ class TanhDEQ(nn.Module):
             return self.W_z
         norm = torch.linalg.matrix_norm(self.W_z, ord=2)
         return self.W_z * torch.clamp(self.max_norm / norm, max=1.0)
+
+    def map(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """The map z ↦ tanh(W_z z + W_x x + b) for this x (detached: for solvers and plots)."""
+        _check_input(x, self.in_features, "TanhDEQ")
+        with torch.no_grad():
+            context = (self.effective_W_z(), x @ self.W_x.T + self.b)
+        return lambda z: self._map(z, context)
 
     @staticmethod
     def _map(z: Tensor, context: tuple[Tensor, Tensor]) -> Tensor:
