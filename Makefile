@@ -28,7 +28,7 @@ book: venv vendor
 	rm -rf _build/html
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
-test: test-lib test-notebooks test-book test-browser
+test: test-lib test-notebooks test-book
 
 test-lib: venv
 	$(BIN)/python -m pytest tests -m "not book and not browser"
@@ -36,16 +36,13 @@ test-lib: venv
 test-notebooks: venv
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider book/
 
-test-book: venv vendor
-	$(BIN)/python -m pytest tests -m book
+test-book: venv vendor browser-deps
+	$(BIN)/python -m pytest tests -m "book or browser"
 
 browser-deps:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get install -y chromium; fi; }
-
-test-browser: venv vendor browser-deps
-	$(BIN)/python -m pytest tests -m browser
 
 notebooks: venv
 	$(BIN)/python scripts/execute_notebooks.py $(NOTEBOOKS)
