@@ -204,7 +204,8 @@ def preconditioner(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
 class FlowRecord:
     """A gradient-flow run, recorded at ``t`` (lists of floats, one entry per record).
 
-    ``gap`` is L − ℒ*; ``bound`` is (L_0 − ℒ*)·exp(−2μ ∫₀ᵗ λ_min(P_s) ds); ``bound_sigma``
+    ``gap`` is L − ℒ*; ``grad_W_sq`` is ‖∇ℒ(W_t)‖² (so ``grad_W_sq / (2 gap)`` measures
+    the PL constant along the run); ``bound`` is (L_0 − ℒ*)·exp(−2μ ∫₀ᵗ λ_min(P_s) ds); ``bound_sigma``
     uses σ_min(U_s)² ≤ λ_min(P_s) instead; ``bound_one`` uses 1 ≤ σ_min(U)².
     """
 
@@ -215,6 +216,7 @@ class FlowRecord:
     sigma_min_U_sq: list = field(default_factory=list)
     grad_A_sq: list = field(default_factory=list)
     grad_B_sq: list = field(default_factory=list)
+    grad_W_sq: list = field(default_factory=list)
     bound: list = field(default_factory=list)
     bound_sigma: list = field(default_factory=list)
     bound_one: list = field(default_factory=list)
@@ -261,7 +263,8 @@ def gradient_flow(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: floa
         W = end_to_end(A, B, gamma, delta)
         L = shallow_loss(W, Phi, Y, loss)
         # the gradient lemma's closed forms (tested against autograd), cheaper than autograd here
-        gA, gB = delm_gradients(A, B, shallow_gradient(W, Phi, Y, loss), gamma, delta)
+        G = shallow_gradient(W, Phi, Y, loss)
+        gA, gB = delm_gradients(A, B, G, gamma, delta)
         lam = torch.linalg.eigvalsh(preconditioner(A, B, gamma, delta))[0].item()
         smin = sigma_min_U_squared(A, gamma, delta).item()
         gap = L.item() - optimum
@@ -275,6 +278,7 @@ def gradient_flow(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: floa
             rec.sigma_min_U_sq.append(smin)
             rec.grad_A_sq.append(gA.pow(2).sum().item())
             rec.grad_B_sq.append(gB.pow(2).sum().item())
+            rec.grad_W_sq.append(G.pow(2).sum().item())
             rec.bound.append(gap0 * math.exp(-2 * mu * integral))
             rec.bound_sigma.append(gap0 * math.exp(-2 * mu * integral_sigma))
             rec.bound_one.append(gap0 * math.exp(-2 * mu * t))
