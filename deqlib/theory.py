@@ -134,11 +134,17 @@ def shallow_gradient(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") ->
 def shallow_hessian(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Tensor:
     """∇²ℒ(W) as a dense (m_y·m)×(m_y·m) matrix in the row-major vec of W.
 
-    For the square loss it is the constant 2 (I_{m_y} ⊗ ΦΦᵀ).
+    Square loss: the constant 2 (I_{m_y} ⊗ ΦΦᵀ). Cross-entropy:
+    Σ_j (diag(p_j) − p_j p_jᵀ) ⊗ φ_j φ_jᵀ with p_j = softmax(W φ_j).
     """
-    k = W.numel()
-    H = torch.func.hessian(lambda w: shallow_loss(w.reshape(W.shape), Phi, Y, loss))(W.reshape(-1))
-    return H.reshape(k, k)
+    _check_loss(loss)
+    m_y, m = W.shape
+    if loss == "square":
+        return torch.kron(torch.eye(m_y, dtype=W.dtype, device=W.device), 2 * Phi @ Phi.T)
+    # Σ_j (diag(p_j) − p_j p_jᵀ) ⊗ φ_j φ_jᵀ with p_j = softmax(W φ_j)
+    p = torch.softmax(W @ Phi, dim=0).T                                   # (n, m_y)
+    D = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]               # (n, m_y, m_y)
+    return torch.einsum("jab,ij,kj->aibk", D, Phi, Phi).reshape(m_y * m, m_y * m)
 
 
 def optimum_cross_entropy(Phi: Tensor, Y: Tensor, *, tol: float = 1e-12, max_iter: int = 200) -> Tensor:
@@ -317,7 +323,7 @@ def solve_trust_region(g: Tensor, H: Tensor, Q: Tensor, radius: float, *, iters:
     the Newton step lies inside). The "hard case" is not handled (it has measure zero).
 
     Returns:
-        (v, λ): the minimiser and its KKT multiplier.
+        A tuple of the minimiser v and its KKT multiplier λ.
     """
     L = torch.linalg.cholesky(Q)
     Ht = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, H, upper=False).T, upper=False).T

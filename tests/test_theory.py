@@ -106,11 +106,24 @@ def test_trust_region_solver_agrees_with_scipy_trust_constr():
         g = rng.standard_normal(d)
         radius = 0.1
         v, lam = T.solve_trust_region(torch.tensor(g), torch.tensor(H), torch.tensor(Q), radius)
+        ball = NonlinearConstraint(lambda v: v @ Q @ v, -np.inf, radius**2, jac=lambda v: 2 * Q @ v,
+                                   hess=lambda v, lam: 2 * lam[0] * Q)
         ref = minimize(lambda v: g @ v + 0.5 * v @ H @ v, np.zeros(d), jac=lambda v: g + H @ v,
-                       method="trust-constr", constraints=[NonlinearConstraint(lambda v: v @ Q @ v, -np.inf, radius**2)],
+                       hess=lambda v: H, method="trust-constr", constraints=[ball],
                        options={"gtol": 1e-12, "xtol": 1e-14, "maxiter": 5000})
         assert np.linalg.norm(v.numpy() - ref.x) / np.linalg.norm(ref.x) < 1e-6
         assert lam > 0 and abs(float(v @ torch.tensor(Q) @ v) - radius**2) < 1e-12
+
+
+@pytest.mark.parametrize("loss", ["square", "cross_entropy"])
+def test_closed_form_hessian_matches_autograd(loss):
+    _, B, Phi, Y = instance(3, 4, 9, 2, loss)
+    H = T.shallow_hessian(B, Phi, Y, loss)
+    ref = torch.autograd.functional.hessian(lambda w: T.shallow_loss(w.reshape(B.shape), Phi, Y, loss), B.reshape(-1))
+    assert torch.allclose(H, ref, atol=1e-12)
+    G = T.shallow_gradient(B, Phi, Y, loss)
+    ref_G = torch.autograd.functional.jacobian(lambda w: T.shallow_loss(w, Phi, Y, loss), B)
+    assert torch.allclose(G, ref_G, atol=1e-12)
 
 
 def test_optimum_and_pl_inequality_of_the_square_loss():
