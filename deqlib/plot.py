@@ -14,7 +14,8 @@ __all__ = ["use_style", "residual_plot", "figure_png", "slider_of_images", "PALE
 PALETTE = {
     "picard": "#0072B2", "anderson": "#D55E00", "broyden": "#009E73",
     "implicit": "#D55E00", "unrolled": "#0072B2", "one_step": "#CC79A7",
-    "delm": "#D55E00", "linear": "#0072B2", "deep_linear": "#009E73", "bound": "#000000",
+    "delm": "#D55E00", "linear": "#0072B2", "deep_linear": "#009E73", "deep2": "#009E73",
+    "deep3": "#56B4E9", "bound": "#000000",
 }
 
 

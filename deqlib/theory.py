@@ -18,7 +18,7 @@ __all__ = [
     "sigma", "equilibrium_matrix", "end_to_end", "delm_gradients", "shallow_loss", "shallow_gradient",
     "shallow_hessian", "square_loss", "optimum_square_loss", "optimum_cross_entropy",
     "pl_constant_square", "sigma_min_U_squared", "preconditioner", "FlowRecord", "gradient_flow",
-    "linear_gradient_flow", "solve_trust_region", "TrustRegionCheck", "trust_region_check",
+    "linear_gradient_flow", "delm_gradient_descent", "solve_trust_region", "TrustRegionCheck", "trust_region_check",
 ]
 
 LOSSES = ("square", "cross_entropy")
@@ -309,6 +309,30 @@ def linear_gradient_flow(W0: Tensor, Phi: Tensor, Y: Tensor, *, eta: float = 1e-
             losses.append(shallow_loss(W, Phi, Y, loss).item())
         W = W - eta * shallow_gradient(W, Phi, Y, loss)
     return times, losses
+
+
+def delm_gradient_descent(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: float = 0.8,
+                          delta: float = 1e-6, eta: float = 1e-3, steps: int = 1000, loss: str = "square",
+                          record_every: int = 10) -> tuple[Tensor, Tensor, list, list]:
+    """Plain gradient descent on L(A, B) = ℒ(BU) with the closed-form gradients (no P_t, so any size).
+
+    Returns:
+        The final A and B, and the recorded times η·k and losses.
+    """
+    _check_gamma_delta(gamma, delta)
+    _check_loss(loss)
+    A, B = A0.detach().clone(), B0.detach().clone()
+    times, losses = [], []
+    for k in range(steps + 1):
+        W = end_to_end(A, B, gamma, delta)
+        if k % record_every == 0 or k == steps:
+            times.append(eta * k)
+            losses.append(shallow_loss(W, Phi, Y, loss).item())
+        if k == steps:
+            break
+        gA, gB = delm_gradients(A, B, shallow_gradient(W, Phi, Y, loss), gamma, delta)
+        A, B = A - eta * gA, B - eta * gB
+    return A, B, times, losses
 
 
 # ----------------------------------------------------------------------------- the trust-region Newton relation
