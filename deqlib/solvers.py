@@ -186,23 +186,24 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6, ma
              lam: float = 1e-10) -> SolverResult:
     """Find z = f(z) by Anderson acceleration (Anderson, 1965; Walker & Ni, 2011).
 
-    Keep the last ``memory`` iterates z_i and their images f(z_i), with residuals
+    Keep the last ``memory`` iterates z_i, their images f(z_i) and residuals
     g_i = f(z_i) − z_i. Each step chooses, per sample, weights α with Σα_i = 1 that
-    minimise ‖Σ α_i g_i‖² (+ λ‖α‖²), then mixes
+    minimise ‖Σ α_i g_i‖², then mixes
 
         z_{k+1} = β Σ α_i f(z_i) + (1 − β) Σ α_i z_i.
 
-    The small bordered system [[0, 1ᵀ], [1, GGᵀ + λI]] [ν; α] = [1; 0] is solved for
-    the whole batch at once. The Gram matrix GGᵀ is updated by one row per step
-    rather than recomputed, so a step costs one f evaluation plus O(memory · size).
+    With H the Gram matrix of the g_i, the minimiser is α = y / Σy where
+    (H + λI) y = 1: a small symmetric positive definite system, solved by Cholesky for
+    the whole batch at once. H is updated by one row per step rather than recomputed,
+    so a step costs one evaluation of f plus O(memory · size).
 
     Args:
         f, z0, tol, max_iter, stop, strict: as in :func:`picard`.
         memory: how many past iterates to mix (≥ 1; 1 is Picard with damping β).
         beta: mixing (damping) parameter in (0, 1].
-        lam: Tikhonov regularisation of the least-squares problem, relative to the
-            Gram matrix's largest diagonal entry (at least 10 × the dtype's epsilon).
-            A sample whose system is singular even so takes a Picard step.
+        lam: Tikhonov regularisation, relative to the Gram matrix's largest diagonal
+            entry (at least 10 × the dtype's epsilon). A sample whose system is singular
+            even so takes a Picard step.
     Returns:
         :class:`SolverResult`.
     """
@@ -218,47 +219,51 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6, ma
     d = z0[0].numel()
     # λ below the dtype's resolution would not regularise at all (1 + 1e-10 == 1 in float32)
     reg = max(lam, 10 * torch.finfo(z0.dtype).eps)
-    X = z0.new_zeros(bsz, memory, d)   # past iterates
-    F = z0.new_zeros(bsz, memory, d)   # their images
-    H = z0.new_zeros(bsz, memory, memory)  # Gram matrix of residuals g_i = F_i − X_i
+    F = z0.new_zeros(bsz, memory, d)                  # images f(z_i)
+    Gt = z0.new_zeros(bsz, d, memory)                 # residuals g_i, as columns (see below)
+    X = z0.new_zeros(bsz, memory, d) if beta < 1 else None   # iterates, only needed when damping
+    H = z0.new_zeros(bsz, memory, memory)             # Gram matrix ⟨g_i, g_j⟩
+    eye = torch.eye(memory, dtype=z0.dtype, device=z0.device)
+    reg_eye = reg * eye
+    ones = z0.new_ones(bsz, memory, 1)
+    tiny = torch.finfo(z0.dtype).tiny
     trace: list[float] = []
-    z = z0
+    z = z0.reshape(bsz, d)
     for k in range(1, max_iter + 1):
-        fz = _apply(f, z, k, "anderson")
-        res = _residual(fz, z, stop)
+        fz = _apply(f, z.reshape(shape), k, "anderson").reshape(bsz, d)
+        g = fz - z
+        res = g.detach().norm(dim=1)
+        if stop == "rel":
+            res = res / fz.detach().norm(dim=1).clamp_min(tiny)
         if _record(res, trace, k, "anderson") <= tol:
             break
         slot = (k - 1) % memory
         n = min(k, memory)
-        if torch.is_grad_enabled():  # keep the graph intact under unrolled backprop
-            X, F, H = X.clone(), F.clone(), H.clone()
-        X[:, slot] = z.reshape(bsz, d)
-        F[:, slot] = fz.reshape(bsz, d)
-        G = F[:, :n] - X[:, :n]
-        row = torch.bmm(G, G[:, slot].unsqueeze(2)).squeeze(2)   # (bsz, n): ⟨g_i, g_new⟩
+        if fz.requires_grad:  # unrolled backprop: in-place writes would break the graph
+            F, Gt, H = F.clone(), Gt.clone(), H.clone()
+            X = X.clone() if X is not None else None
+        F[:, slot] = fz
+        Gt[:, :, slot] = g
+        if X is not None:
+            X[:, slot] = z
+        # (bsz, n): ⟨g_new, g_i⟩. Residuals are stored as columns because a batched
+        # vector-times-matrix bmm is several times faster on CPUs than matrix-times-vector.
+        row = torch.bmm(g.unsqueeze(1), Gt[:, :, :n]).squeeze(1)
         H[:, slot, :n] = row
         H[:, :n, slot] = row
         Hn = H[:, :n, :n]
-        scale = Hn.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(torch.finfo(z0.dtype).tiny)
-        A = z0.new_zeros(bsz, n + 1, n + 1)
-        A[:, 0, 1:] = 1
-        A[:, 1:, 0] = 1
-        A[:, 1:, 1:] = Hn / scale[:, None, None] + reg * torch.eye(n, dtype=z0.dtype, device=z0.device)
-        rhs = z0.new_zeros(bsz, n + 1, 1)
-        rhs[:, 0] = 1
-        alpha, info = torch.linalg.solve_ex(A, rhs)
-        alpha = alpha[:, 1:, 0]                                   # (bsz, n), sums to 1
-        # A sample whose system is still singular (its residuals are collinear) takes a
-        # plain Picard step instead; decided on the device, without a host sync.
-        picard_step = torch.zeros_like(alpha)
-        picard_step[:, slot] = 1
-        bad = (info != 0) | ~torch.isfinite(alpha).all(dim=1)
-        alpha = torch.where(bad[:, None], picard_step, alpha)
-        mixed = beta * torch.bmm(alpha.unsqueeze(1), F[:, :n]).squeeze(1)
-        if beta < 1:
-            mixed = mixed + (1 - beta) * torch.bmm(alpha.unsqueeze(1), X[:, :n]).squeeze(1)
-        z = mixed.reshape(shape)
-    return _finish(fz, res, trace, k, tol, stop, "anderson", strict)
+        scale = Hn.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(tiny)
+        # normalised by its largest diagonal entry, so that y stays O(1/reg) and never overflows
+        L, info = torch.linalg.cholesky_ex(Hn / scale[:, None, None] + reg_eye[:n, :n])
+        y = torch.cholesky_solve(ones[:, :n], L).squeeze(2)
+        alpha = y / y.sum(dim=1, keepdim=True)
+        # A sample whose system is still singular (collinear residuals) takes a plain
+        # Picard step instead; decided on the device, without a host sync.
+        alpha = torch.where((info == 0).unsqueeze(1), alpha, eye[slot, :n])
+        z = torch.bmm(alpha.unsqueeze(1), F[:, :n]).squeeze(1)
+        if X is not None:
+            z = beta * z + (1 - beta) * torch.bmm(alpha.unsqueeze(1), X[:, :n]).squeeze(1)
+    return _finish(fz.reshape(shape), res, trace, k, tol, stop, "anderson", strict)
 
 
 def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6, max_iter: int = 100,
@@ -285,38 +290,35 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6, max
         raise ValueError(f"memory must be an integer >= 1; got memory={memory!r}")
     bsz, shape = z0.shape[0], z0.shape
     d = z0[0].numel()
-    Us = z0.new_zeros(bsz, d, memory)
+    # B = −I + Σ_i u_i v_iᵀ, stored as rows: Us[:, i] = u_i, Vs[:, i] = v_i, each (bsz, memory, d)
+    Us = z0.new_zeros(bsz, memory, d)
     Vs = z0.new_zeros(bsz, memory, d)
     n = 0  # pairs stored
 
-    def apply_B(x):  # B x = −x + U (V x)
-        if n == 0:
-            return -x
-        return -x + torch.bmm(Us[:, :, :n], torch.bmm(Vs[:, :n], x.unsqueeze(2))).squeeze(2)
-
-    def apply_Bt(x):  # xᵀ B = −xᵀ + (xᵀ U) V
-        if n == 0:
-            return -x
-        return -x + torch.bmm(torch.bmm(x.unsqueeze(1), Us[:, :, :n]), Vs[:, :n]).squeeze(1)
+    def low_rank(left, right, x):  # Σ_i left_i ⟨right_i, x⟩, per sample
+        coef = (right[:, :n] * x.unsqueeze(1)).sum(dim=2)      # (bsz, n)
+        return torch.bmm(coef.unsqueeze(1), left[:, :n]).squeeze(1)
 
     trace: list[float] = []
     z = z0.reshape(bsz, d)
     fz = _apply(f, z0, 1, "broyden").reshape(bsz, d)
     g = fz - z
     res = _residual(fz, z, stop)
+    Bg = -g                      # B g with B = −I
     k = 1
     while _record(res, trace, k, "broyden") > tol and k < max_iter:
         k += 1
-        dz = -apply_B(g)
+        dz = -Bg
         z = z + dz
         fz = _apply(f, z.reshape(shape), k, "broyden").reshape(bsz, d)
         g_new = fz - z
         res = _residual(fz, z, stop)
         dg = g_new - g
         g = g_new
-        Bdg = apply_B(dg)
-        vt = apply_Bt(dz)                                     # Δzᵀ B
-        denom = (vt * dg).sum(dim=1, keepdim=True)            # Δzᵀ B Δg
+        Bg_new = -g if n == 0 else -g + low_rank(Us, Vs, g)    # B g_new (old B)
+        Bdg = Bg_new - Bg                                      # B Δg, by linearity
+        vt = -dz if n == 0 else -dz + low_rank(Vs, Us, dz)     # Bᵀ Δz, i.e. Δzᵀ B
+        denom = (vt * dg).sum(dim=1, keepdim=True)             # Δzᵀ B Δg
         # A (near-)zero denominator (e.g. g constant, as for z ↦ z + 1) carries no
         # curvature information: skip that sample's update rather than divide by 0.
         ok = denom.abs() > 1e-30 * (vt.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)).clamp_min(1e-300)
@@ -326,11 +328,13 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6, max
             # Restart from B = −I. (Dropping only the oldest pair is not a valid
             # inverse update: the later pairs were computed against it. It diverged.)
             n = 0
-        if torch.is_grad_enabled():  # keep the graph intact under unrolled backprop
+            Bg_new = -g
+        if fz.requires_grad:  # unrolled backprop: in-place writes would break the graph
             Us, Vs = Us.clone(), Vs.clone()
-        Us[:, :, n] = u
+        Us[:, n] = u
         Vs[:, n] = vt
         n += 1
+        Bg = Bg_new + u * (vt * g).sum(dim=1, keepdim=True)   # B_new g = B g + u (vᵀ g)
     return _finish(fz.reshape(shape), res, trace, k, tol, stop, "broyden", strict)
 
 
