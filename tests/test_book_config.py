@@ -59,7 +59,7 @@ def test_notebook_is_executed_with_outputs_and_widget_state(path):
     counts = [c["execution_count"] for c in code]
     assert counts == list(range(1, len(code) + 1)), "cells were not executed top to bottom in one run"
     assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
-    assert "import deqlib" in "".join("".join(c["source"]) for c in code)
+    assert re.search(r"^(import deqlib|from deqlib import)", "\n".join("".join(c["source"]) for c in code), re.M)
     views = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
              for c in code for o in c["outputs"]
              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
