@@ -48,7 +48,8 @@ notebooks: venv
 	$(BIN)/python scripts/execute_notebooks.py $(NOTEBOOKS)
 
 bench: venv
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; (cd benchmarks && ../$(BIN)/python $$(basename $$b)) || exit 1; done
 
 clean:
 	rm -rf _build

@@ -8,44 +8,18 @@ differentiate through the Cholesky path, and solving the equilibrium per sample.
 
 Synthetic tensors of MNIST's shape (no dataset needed). Contenders are interleaved and the
 medians reported, since a shared machine is noisy. Prints the ratios last; writes JSON to
-benchmarks/results/delm_step.json.
+benchmarks/results/delm_step.json (delm_step_cuda.json on a GPU).
 
     python benchmarks/bench_delm_step.py [--repeats 15] [--device auto]
 """
 
 import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
 
 import torch
+from common import interleaved_medians, save
 
 import deqlib
 from deqlib.train import resolve_device
-
-
-def timer(device):
-    def run(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-    return run
-
-
-def interleaved_medians(contenders: dict, repeats: int, run) -> dict:
-    for fn in contenders.values():   # warm-up
-        fn()
-    times = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            times[name].append(run(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
@@ -55,7 +29,6 @@ def main():
     parser.add_argument("--per-sample", action="store_true", help="also time the per-sample solve (slow)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    run = timer(device)
     torch.manual_seed(0)
     n, m, m_y, batch = 60_000, 784, 10, 128
     X = torch.rand(n, m, device=device)
@@ -87,14 +60,12 @@ def main():
         A @ C
 
     full = interleaved_medians({"delm": step(delm, X, Y), "linear": step(linear, X, Y),
-                                "delm_autograd": autograd_delm(X, Y)}, args.repeats, run)
+                                "delm_autograd": autograd_delm(X, Y)}, args.repeats, device)
     xb, yb = X[:batch], Y[:batch]
     mini = interleaved_medians({"delm": step(delm, xb, yb), "floor": floor, "linear": step(linear, xb, yb),
-                                "delm_autograd": autograd_delm(xb, yb)}, args.repeats, run)
+                                "delm_autograd": autograd_delm(xb, yb)}, args.repeats, device)
     results = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"), "shape": {"n": n, "m": m, "m_y": m_y, "batch": batch},
+        "threads": torch.get_num_threads(), "shape": {"n": n, "m": m, "m_y": m_y, "batch": batch},
         "full_batch_seconds": full, "mini_batch_seconds": mini,
         "ratios": {
             "full_batch_delm_over_linear": full["delm"] / full["linear"],
@@ -109,14 +80,11 @@ def main():
             S = delm.S()
             Z = torch.linalg.solve(torch.eye(m, device=device) - S, X.T).T
             ((Z @ delm.B.T) - Y).pow(2).sum().backward()
-        ps = interleaved_medians({"per_sample": per_sample}, 3, run)["per_sample"]
+        ps = interleaved_medians({"per_sample": per_sample}, 3, device)["per_sample"]
         results["full_batch_seconds"]["delm_per_sample"] = ps
         results["ratios"]["full_batch_per_sample_over_linear"] = ps / full["linear"]
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    name = "delm_step.json" if device.type == "cpu" else f"delm_step_{device.type}.json"
-    (out / name).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"device: {results['device']} ({results['threads']} threads), torch {results['torch']}")
+    path = save("delm_step", results, device)
+    print(f"results: {path}")
     for k, v in {**{f"full {k}": v for k, v in full.items()}, **{f"mini {k}": v for k, v in mini.items()}}.items():
         print(f"  {k:22} {1e3 * v:9.2f} ms")
     for k, v in results["ratios"].items():

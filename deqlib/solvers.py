@@ -195,7 +195,9 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6, ma
     With H the Gram matrix of the g_i, the minimiser is α = y / Σy where
     (H + λI) y = 1: a small symmetric positive definite system, solved by Cholesky for
     the whole batch at once. H is updated by one row per step rather than recomputed,
-    so a step costs one evaluation of f plus O(memory · size).
+    so a step costs one evaluation of f plus O(memory · size). The history holds
+    2 × memory × batch × size numbers: for very large batches of a cheap, strongly
+    contracting map, Picard iteration may be the better choice.
 
     Args:
         f, z0, tol, max_iter, stop, strict: as in :func:`picard`.
