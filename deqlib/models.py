@@ -199,14 +199,17 @@ class DeepEquilibriumLinear(nn.Module):
         eye = torch.eye(self.in_features, dtype=self.A.dtype, device=self.A.device)
         return torch.linalg.solve(eye - self.S(), self.B.T).T   # U symmetric: (U Bᵀ)ᵀ
 
-    def _equilibrium_map(self, z: Tensor, x: Tensor) -> Tensor:
-        return z @ self.S() + x          # rows: z ↦ S z + φ(x), S symmetric
+    @staticmethod
+    def _equilibrium_map(z: Tensor, context: tuple[Tensor, Tensor]) -> Tensor:
+        S, x = context
+        return z @ S + x                 # rows: z ↦ S z + φ(x), S symmetric
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.in_features, "DeepEquilibriumLinear")
         if self.deq is None:
             return _DELMClosedForm.apply(x, self.A, self.B, self.gamma, self.delta)
-        z = self.deq(x, torch.zeros_like(x))
+        # S is formed once per forward, not at every iteration of the solver
+        z = self.deq((self.S(), x), torch.zeros_like(x))
         return z @ self.B.T
 
 

@@ -114,11 +114,11 @@ def _apply(f, z: Tensor, step: int, method: str) -> Tensor:
 def _residual(fz: Tensor, z: Tensor, stop: str) -> Tensor:
     """Per-sample residual, shape (batch,), computed without a graph."""
     with torch.no_grad():
-        diff = (fz - z).flatten(1).norm(dim=1)
+        diff = (fz - z).reshape(len(z), -1).norm(dim=1)
         if stop == "abs":
             return diff
         # tiny keeps 0/0 away from a fixed point at the origin (then diff is 0 too)
-        return diff / fz.flatten(1).norm(dim=1).clamp_min(torch.finfo(fz.dtype).tiny)
+        return diff / fz.reshape(len(z), -1).norm(dim=1).clamp_min(torch.finfo(fz.dtype).tiny)
 
 
 def _record(res: Tensor, trace: list[float], step: int, method: str) -> float:

@@ -141,6 +141,16 @@ def test_bad_input_is_rejected_with_a_clear_message():
         solve(3, z0)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("shape", [(5,), (4, 3, 2)], ids=["scalar-per-sample", "3d"])
+def test_any_trailing_shape_is_solved_per_sample(method, shape):
+    c = torch.linspace(-1, 1, math.prod(shape), dtype=torch.float64).reshape(shape)
+    res = solve(lambda z: 0.5 * torch.cos(z) + c, torch.zeros(shape, dtype=torch.float64), method=method,
+                tol=1e-12, max_iter=200)
+    assert res.converged and res.z.shape == shape
+    assert torch.allclose(res.z, 0.5 * torch.cos(res.z) + c, atol=1e-11)
+
+
 def test_fixed_point_at_origin_is_not_a_division_by_zero():
     res = solve(lambda z: 0.5 * z, torch.zeros(2, 3), method="anderson")
     assert res.converged and res.steps == 1 and torch.all(res.z == 0)
