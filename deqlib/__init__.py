@@ -9,10 +9,11 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.train`    a device-agnostic training loop
 * :mod:`deqlib.data`     datasets: embedded digits offline, MNIST & co. via torchvision
 * :mod:`deqlib.memory`   the memory a backward pass keeps, on CPU and CUDA
-* :mod:`deqlib.plot`     the book's shared figure style and widgets
+* :mod:`deqlib.plot`     the book's figures (returned, never global state) and widgets
+* :mod:`deqlib.check`    checks that print their margin; exercises a reader completes
 """
 
-from . import data, memory, plot, solvers, theory, train
+from . import check, data, memory, plot, solvers, theory, train
 from .implicit import DEQ
 from .models import (DeepEquilibriumLinear, DeepLinearNetwork, LinearModel, TanhDEQ,
                      reference_tanh_problem)
@@ -22,7 +23,7 @@ from .solvers import (ConvergenceError, ConvergenceWarning, SolverResult, anders
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "memory", "plot", "solvers", "theory", "train",
+    "check", "data", "memory", "plot", "solvers", "theory", "train",
     "DEQ", "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel", "TanhDEQ",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",
     "anderson", "broyden", "picard", "solve",

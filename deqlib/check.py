@@ -1,0 +1,241 @@
+"""Checks that print their margin, and exercises a reader completes.
+
+A chapter never prints a bare ``True``: it prints how close two numbers are and against which
+tolerance, and fails loudly when they are not close::
+
+    >>> check.close(grad_implicit, grad_unrolled, tol=1e-9, what="implicit vs unrolled")
+    implicit vs unrolled: relative difference 3.1e-13 (tolerance 1e-09)
+
+The relative difference is ‖actual − expected‖ / ‖expected‖ (Euclidean norm over all entries);
+when the expected value is exactly zero it is the absolute difference ‖actual − expected‖ and
+the line says "absolute difference". Over the tolerance, :func:`close` raises AssertionError
+with both numbers; :func:`at_most` and :func:`at_least` do the same for inequalities, printing
+the ratio value/bound.
+
+An exercise is a stub the reader fills in, then a check cell::
+
+    def adjoint_step(u, g):
+        raise NotImplementedError("your code here")
+
+    check.exercise(adjoint_step, u0, g, expected=u1, tol=1e-10)
+    # not done yet (adjoint_step raises NotImplementedError); expected: tensor([0.25, 0.5])
+
+:func:`exercise` never raises for a stub or a wrong answer (so "Run all" passes); it prints
+✓ or ✗ beside the reader's value and the expected one.
+
+The printed margins vary in their last digits from machine to machine; the book's nbval
+sanitizer (book/sanitize.cfg) masks them, while the assertions keep every check real.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["close", "at_most", "at_least", "exercise", "relative_difference"]
+
+
+def _is_tensor_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value)
+
+
+def _items(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _tensor(value: Any, *, name: str) -> torch.Tensor:
+    """``value`` (tensor, number, numpy array, or a nested sequence of them) as float64 on CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device="cpu", dtype=torch.float64)
+    if _is_tensor_sequence(value):
+        return torch.cat([_tensor(v, name=name).reshape(-1) for v in value])
+    try:
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a number, an array or a tensor; got "
+                        f"{type(value).__name__} ({err})") from None
+
+
+def relative_difference(actual: Any, expected: Any) -> tuple[float, str]:
+    """``(difference, kind)``: ‖actual − expected‖ / ‖expected‖ and "relative", or, when
+    ‖expected‖ = 0, ‖actual − expected‖ and "absolute". NaN anywhere gives NaN.
+
+    Raises ValueError when the shapes differ (for tuples of tensors: their lengths or the
+    shape of any pair).
+    """
+    if _is_tensor_sequence(actual) or _is_tensor_sequence(expected):
+        shapes = [tuple(_tensor(v, name="actual").shape) for v in _items(actual)], [
+            tuple(_tensor(v, name="expected").shape) for v in _items(expected)]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"shapes differ: actual {shapes[0]} vs expected {shapes[1]}; "
+                             "compare values of the same shapes")
+    a, e = _tensor(actual, name="actual"), _tensor(expected, name="expected")
+    if a.shape != e.shape:
+        raise ValueError(f"shapes differ: actual {tuple(a.shape)} vs expected {tuple(e.shape)}; "
+                         "compare values of the same shape")
+    gap = torch.linalg.vector_norm((a - e).reshape(-1)).item()
+    scale = torch.linalg.vector_norm(e.reshape(-1)).item()
+    if torch.isnan(a).any() or torch.isnan(e).any():
+        return math.nan, "relative"
+    if scale == 0.0:
+        return gap, "absolute"
+    return gap / scale, "relative"
+
+
+def _check_tol(tol: Any) -> float:
+    try:
+        tol = float(tol)
+    except (TypeError, ValueError):
+        raise TypeError(f"tol must be a number; got {tol!r}") from None
+    if not tol >= 0 or math.isinf(tol):
+        raise ValueError(f"tol must be a finite number >= 0; got tol={tol!r}")
+    return tol
+
+
+def _prefix(what: str) -> str:
+    return f"{what}: " if what else ""
+
+
+def close(actual: Any, expected: Any, *, tol: float, what: str = "") -> None:
+    """Print how close ``actual`` is to ``expected``; raise AssertionError if not within ``tol``.
+
+    Prints ``"<what>: relative difference 3.1e-13 (tolerance 1e-09)"``. The difference is
+    ‖actual − expected‖₂ / ‖expected‖₂ over all entries (absolute when ``expected`` is 0).
+
+    Args:
+        actual, expected: tensors (any device, with or without grad), numbers or arrays of the
+            same shape.
+        tol: the largest difference accepted (keyword-only, so it is always visible).
+        what: a few words naming the comparison.
+    """
+    tol = _check_tol(tol)
+    diff, kind = relative_difference(actual, expected)
+    line = f"{_prefix(what)}{kind} difference {diff:.1e} (tolerance {tol:g})"
+    print(line)
+    if not diff <= tol:
+        raise AssertionError(f"{line}: the {kind} difference {diff:.3e} exceeds the tolerance "
+                             f"{tol:g}")
+
+
+def _margin(value: float, bound: float) -> str:
+    if bound > 0 and value >= 0:
+        return f"ratio {value / bound:.3g}"
+    return f"margin {bound - value:.3g}"
+
+
+def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) -> None:
+    v, b = _tensor(value, name="value"), _tensor(bound, name="bound")
+    try:
+        v, b = torch.broadcast_tensors(v, b)
+    except RuntimeError:
+        raise ValueError(f"value of shape {tuple(v.shape)} and bound of shape {tuple(b.shape)} "
+                         "do not broadcast; pass one bound or one per value") from None
+    if torch.isnan(v).any() or torch.isnan(b).any():
+        raise AssertionError(f"{_prefix(what)}NaN in the value or the bound")
+    rtol = _check_tol(rtol)
+    # The worst entry: the ratio value/bound closest to failing when it is defined (all
+    # values ≥ 0, bounds > 0), else the largest value − bound (for ≤; mirrored for ≥).
+    excess = sign * (v / b if bool((v >= 0).all() and (b > 0).all()) else v - b)
+    worst = int(torch.argmax(excess.reshape(-1)))
+    vw, bw = v.reshape(-1)[worst].item(), b.reshape(-1)[worst].item()
+    op = "≤" if sign > 0 else "≥"
+    line = f"{_prefix(what)}{vw:.4g} {op} {bw:.4g} ({_margin(vw, bw)})"
+    print(line)
+    allowed = bw + sign * rtol * abs(bw)
+    if not sign * (vw - allowed) <= 0:
+        raise AssertionError(f"{line}: {vw!r} is not {op} {bw!r}"
+                             + (f" (relative tolerance {rtol:g})" if rtol else ""))
+
+
+def at_most(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> None:
+    """Print ``"<what>: 0.412 ≤ 1.3 (ratio 0.317)"``; raise AssertionError if value > bound.
+
+    Tensors are compared entry by entry (the bound broadcasts) and the worst entry is printed.
+    ``rtol`` lets the value exceed the bound by ``rtol·|bound|`` (floating-point rounding of an
+    inequality that holds with equality). The margin is value/bound when both are ≥ 0 (> 0 for
+    the bound), else bound − value.
+    """
+    _inequality(value, bound, rtol=rtol, what=what, sign=1)
+
+
+def at_least(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> None:
+    """Print ``"<what>: 2.5 ≥ 1 (ratio 2.5)"``; raise AssertionError if value < bound.
+
+    The mirror of :func:`at_most`.
+    """
+    _inequality(value, bound, rtol=rtol, what=what, sign=-1)
+
+
+def _show(value: Any) -> str:
+    """A short, stable rendering: numbers to 6 significant digits, small tensors in full."""
+    if isinstance(value, (bool, int, str)) or value is None:
+        return repr(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)) and not any(isinstance(v, torch.Tensor) for v in value):
+        try:
+            value = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    if hasattr(value, "shape") and not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.numel() == 1:
+            return f"{t.item():.6g}"
+        if t.numel() <= 6:
+            return "[" + ", ".join(f"{x:.6g}" for x in t.reshape(-1).tolist()) + "]"
+        norm = torch.linalg.vector_norm(t.double().reshape(-1)).item()
+        return f"tensor of shape {tuple(t.shape)} with norm {norm:.6g}"
+    return repr(value)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b`` for values that are not numbers (False when the comparison is not a bool)."""
+    try:
+        result = a == b
+        return result if isinstance(result, bool) else False
+    except Exception:  # a comparison that cannot be made is not a match
+        return False
+
+
+def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6,
+             **kwargs: Any) -> None:
+    """Run the reader's ``fn(*args, **kwargs)`` and print it beside ``expected``.
+
+    Prints one line:
+
+    * ``not done yet (fn raises NotImplementedError); expected: …`` for a stub;
+    * ``yours: … expected: … ✓ (relative difference 2.2e-16, tolerance 1e-06)`` when the
+      relative difference (see :func:`close`) is within ``tol``, ✗ otherwise (or when the shapes
+      differ).
+
+    It never raises for a stub or a wrong answer, so a notebook runs top to bottom before the
+    exercises are done; any other exception from ``fn`` is the reader's bug and propagates.
+    Non-numeric results (strings, …) are compared with ``==``.
+    """
+    tol = _check_tol(tol)
+    name = getattr(fn, "__name__", "your function")
+    try:
+        yours = fn(*args, **kwargs)
+    except NotImplementedError:
+        print(f"not done yet ({name} raises NotImplementedError); expected: {_show(expected)}")
+        return
+    try:
+        diff, kind = relative_difference(yours, expected)
+    except ValueError as err:
+        print(f"yours: {_show(yours)} expected: {_show(expected)} ✗ ({err})")
+        return
+    except TypeError:
+        verdict = "✓" if _equal(yours, expected) else "✗"
+        print(f"yours: {_show(yours)} expected: {_show(expected)} {verdict}")
+        return
+    verdict = "✓" if diff <= tol else "✗"
+    print(f"yours: {_show(yours)} expected: {_show(expected)} {verdict} "
+          f"({kind} difference {diff:.1e}, tolerance {tol:g})")
+

@@ -1,0 +1,156 @@
+"""deqlib.check: margins printed, failures raised with both numbers, exercises never raise."""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nbval.plugin import get_sanitize_patterns
+
+from deqlib import check
+
+SANITIZE = Path(__file__).resolve().parent.parent / "book" / "sanitize.cfg"
+
+
+def printed(capsys) -> str:
+    return capsys.readouterr().out.strip()
+
+
+def test_close_prints_the_relative_difference_against_the_tolerance(capsys):
+    expected = torch.tensor([3.0, 4.0], dtype=torch.float64)            # norm 5
+    check.close(expected + torch.tensor([0.0, 5e-10], dtype=torch.float64), expected, tol=1e-9, what="grad")
+    assert printed(capsys) == "grad: relative difference 1.0e-10 (tolerance 1e-09)"
+
+
+def test_close_raises_with_both_numbers_when_over_tolerance(capsys):
+    with pytest.raises(AssertionError, match=r"relative difference 2\.000e-01 exceeds the "
+                                             r"tolerance 0\.01"):
+        check.close(torch.tensor([1.2]), torch.tensor([1.0]), tol=0.01, what="x")
+    assert printed(capsys) == "x: relative difference 2.0e-01 (tolerance 0.01)"
+
+
+def test_close_falls_back_to_the_absolute_difference_at_zero(capsys):
+    check.close(torch.tensor([1e-12, 0.0]), torch.zeros(2), tol=1e-10)
+    assert printed(capsys) == "absolute difference 1.0e-12 (tolerance 1e-10)"
+    with pytest.raises(AssertionError, match="absolute difference"):
+        check.close(0.5, 0.0, tol=0.1)
+
+
+def test_close_accepts_floats_numpy_grad_tensors_and_tuples(capsys):
+    check.close(np.array([1.0, 2.0]), [1.0, 2.0], tol=0.0)
+    w = torch.ones(2, requires_grad=True) * 2
+    check.close(w, torch.full((2,), 2.0, dtype=torch.float64), tol=0.0)
+    check.close((torch.ones(2), torch.zeros(1)), (torch.ones(2), torch.zeros(1)), tol=0.0)
+    check.close(1.0 + 1e-7, 1.0, tol=1e-6)
+    lines = printed(capsys).splitlines()
+    assert lines[:3] == ["relative difference 0.0e+00 (tolerance 0)"] * 3
+    assert re.fullmatch(r"relative difference 1\.0e-07 \(tolerance 1e-06\)", lines[3])
+
+
+def test_close_refuses_nan_shape_mismatch_and_bad_tolerance():
+    with pytest.raises(AssertionError, match="nan"):
+        check.close(torch.tensor([math.nan]), torch.tensor([1.0]), tol=1.0)
+    with pytest.raises(AssertionError, match="inf"):
+        check.close(torch.tensor([math.inf]), torch.tensor([1.0]), tol=1.0)
+    with pytest.raises(ValueError, match=r"actual \(2,\) vs expected \(3,\)"):
+        check.close(torch.zeros(2), torch.zeros(3), tol=1.0)
+    with pytest.raises(ValueError, match=r"actual \[\(2,\)\] vs expected \[\(3,\)\]"):
+        check.close((torch.zeros(2),), (torch.zeros(3),), tol=1.0)
+    with pytest.raises(ValueError, match="tol=-1"):
+        check.close(1.0, 1.0, tol=-1)
+    with pytest.raises(TypeError, match="tol must be a number"):
+        check.close(1.0, 1.0, tol="small")
+    with pytest.raises(TypeError):
+        check.close(1.0, 1.0, 1e-9)                 # tol is keyword-only
+
+
+def test_at_most_prints_the_ratio_and_raises_when_violated(capsys):
+    check.at_most(0.25, 1.0, what="‖S‖")
+    assert printed(capsys) == "‖S‖: 0.25 ≤ 1 (ratio 0.25)"
+    with pytest.raises(AssertionError, match=r"1\.5 is not ≤ 1\.0"):
+        check.at_most(1.5, 1.0)
+    check.at_most(1.0 + 1e-15, 1.0, rtol=1e-12)     # equality up to rounding
+    check.at_most(-3.0, -1.0)
+    assert printed(capsys).splitlines()[-1] == "-3 ≤ -1 (margin 2)"
+
+
+def test_at_most_on_tensors_reports_the_worst_entry(capsys):
+    check.at_most(torch.tensor([0.1, 0.9, 0.3]), torch.tensor([1.0, 1.0, 0.4]))
+    assert printed(capsys) == "0.9 ≤ 1 (ratio 0.9)"
+    with pytest.raises(AssertionError, match="0.5 is not ≤ 0.4"):
+        check.at_most(torch.tensor([0.1, 0.5]), torch.tensor([1.0, 0.4]))
+    with pytest.raises(AssertionError, match="NaN"):
+        check.at_most(torch.tensor([math.nan]), 1.0)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        check.at_most(torch.zeros(2), torch.zeros(3))
+
+
+def test_at_least_mirrors_at_most(capsys):
+    check.at_least(2.5, 1.0, what="decrease")
+    assert printed(capsys) == "decrease: 2.5 ≥ 1 (ratio 2.5)"
+    with pytest.raises(AssertionError, match="is not ≥"):
+        check.at_least(0.5, 1.0)
+
+
+def stub(x):
+    raise NotImplementedError("your code here")
+
+
+def square(x):
+    return x * x
+
+
+def test_exercise_with_a_stub_says_not_done_yet_and_does_not_raise(capsys):
+    check.exercise(stub, torch.tensor(3.0), expected=torch.tensor(9.0))
+    assert printed(capsys) == "not done yet (stub raises NotImplementedError); expected: 9"
+
+
+def test_exercise_marks_right_and_wrong_answers(capsys):
+    check.exercise(square, torch.tensor([1.0, 2.0]), expected=torch.tensor([1.0, 4.0]))
+    assert printed(capsys) == ("yours: [1, 4] expected: [1, 4] ✓ "
+                               "(relative difference 0.0e+00, tolerance 1e-06)")
+    check.exercise(square, 3.0, expected=10.0, tol=1e-3)
+    assert printed(capsys) == "yours: 9 expected: 10 ✗ (relative difference 1.0e-01, tolerance 0.001)"
+    check.exercise(square, torch.ones(3), expected=torch.ones(2))
+    assert "✗ (shapes differ: actual (3,) vs expected (2,)" in printed(capsys)
+    check.exercise(lambda: "anderson", expected="anderson")
+    assert printed(capsys) == "yours: 'anderson' expected: 'anderson' ✓"
+    check.exercise(lambda: None, expected=torch.ones(8))
+    assert printed(capsys) == "yours: None expected: tensor of shape (8,) with norm 2.82843 ✗"
+
+
+def test_exercise_lets_the_readers_other_bugs_through():
+    with pytest.raises(ZeroDivisionError):
+        check.exercise(lambda: 1 / 0, expected=1.0)
+
+
+def sanitize(text: str) -> str:
+    """Apply book/sanitize.cfg exactly as nbval does (its own parser, rules in order)."""
+    for regex, replacement in get_sanitize_patterns(SANITIZE.read_text()):
+        text = re.sub(regex, replacement, text)
+    return text
+
+
+@pytest.mark.parametrize("first, second", [
+    ("implicit vs unrolled: relative difference 3.1e-13 (tolerance 1e-09)",
+     "implicit vs unrolled: relative difference 2.7e-14 (tolerance 1e-09)"),
+    ("absolute difference 0.0e+00 (tolerance 1e-10)", "absolute difference 4.4e-16 (tolerance 1e-10)"),
+    ("gap: 0.4123 ≤ 1.3 (ratio 0.317)", "gap: 0.4124 ≤ 1.3 (ratio 0.3172)"),
+    ("x: -3 ≤ -1 (margin 2)", "x: -3.001 ≤ -1 (margin 1.999)"),
+    ("yours: 9 expected: 9 ✓ (relative difference 0.0e+00, tolerance 1e-06)",
+     "yours: 9 expected: 9 ✓ (relative difference 1.1e-16, tolerance 1e-06)"),
+])
+def test_sanitizer_masks_the_machine_dependent_margins(first, second):
+    assert sanitize(first) == sanitize(second)
+    assert "tolerance" not in first or "tolerance" in sanitize(first)
+
+
+def test_sanitizer_keeps_what_must_match():
+    line = "grad: relative difference 3.1e-13 (tolerance 1e-09)"
+    assert sanitize(line) != sanitize(line.replace("grad", "loss"))
+    assert sanitize(line) != sanitize(line.replace("1e-09", "1e-06"))
+    assert sanitize("yours: 9 expected: 9 ✓") != sanitize("yours: 9 expected: 9 ✗")
+    assert sanitize("steps: 12") == "steps: 12"
+    assert len(get_sanitize_patterns(SANITIZE.read_text())) == 4, "a rule nbval cannot read"
