@@ -11,9 +11,10 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.memory`   the memory a backward pass keeps, on CPU and CUDA
 * :mod:`deqlib.plot`     the book's figures (returned, never global state) and widgets
 * :mod:`deqlib.check`    checks that print their margin; exercises a reader completes
+* :mod:`deqlib.diagrams` the book's conceptual diagrams, drawn by code
 """
 
-from . import check, data, memory, plot, solvers, theory, train
+from . import check, data, diagrams, memory, plot, solvers, theory, train
 from .implicit import DEQ
 from .models import (DeepEquilibriumLinear, DeepLinearNetwork, LinearModel, TanhDEQ,
                      reference_tanh_problem)
@@ -23,7 +24,7 @@ from .solvers import (ConvergenceError, ConvergenceWarning, SolverResult, anders
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "data", "memory", "plot", "solvers", "theory", "train",
+    "check", "data", "diagrams", "memory", "plot", "solvers", "theory", "train",
     "DEQ", "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel", "TanhDEQ",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",
     "anderson", "broyden", "picard", "solve",

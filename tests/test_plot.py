@@ -33,7 +33,7 @@ def test_import_and_helpers_never_import_pyplot_or_choose_a_backend():
     """In a fresh interpreter: importing deqlib, then drawing and rendering with every helper,
     leaves pyplot unimported and matplotlib's backend unresolved."""
     code = """
-import sys, matplotlib, deqlib, deqlib.plot, deqlib.check
+import sys, matplotlib, deqlib, deqlib.plot, deqlib.check, deqlib.diagrams
 def state():
     backend = dict.__getitem__(matplotlib.rcParams, "backend")
     return "matplotlib.pyplot" in sys.modules, backend is matplotlib.rcsetup._auto_backend_sentinel
