@@ -55,8 +55,9 @@ def _tensor(value: Any, *, name: str) -> torch.Tensor:
     try:
         return torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(f"{name} must be a number, an array or a tensor; got "
-                        f"{type(value).__name__} ({err})") from None
+        raise TypeError(
+            f"{name} must be a number, an array or a tensor; got {type(value).__name__} ({err})"
+        ) from None
 
 
 def relative_difference(actual: Any, expected: Any) -> tuple[float, str]:
@@ -67,15 +68,21 @@ def relative_difference(actual: Any, expected: Any) -> tuple[float, str]:
     shape of any pair).
     """
     if _is_tensor_sequence(actual) or _is_tensor_sequence(expected):
-        shapes = [tuple(_tensor(v, name="actual").shape) for v in _items(actual)], [
-            tuple(_tensor(v, name="expected").shape) for v in _items(expected)]
+        shapes = (
+            [tuple(_tensor(v, name="actual").shape) for v in _items(actual)],
+            [tuple(_tensor(v, name="expected").shape) for v in _items(expected)],
+        )
         if shapes[0] != shapes[1]:
-            raise ValueError(f"shapes differ: actual {shapes[0]} vs expected {shapes[1]}; "
-                             "compare values of the same shapes")
+            raise ValueError(
+                f"shapes differ: actual {shapes[0]} vs expected {shapes[1]}; "
+                "compare values of the same shapes"
+            )
     a, e = _tensor(actual, name="actual"), _tensor(expected, name="expected")
     if a.shape != e.shape:
-        raise ValueError(f"shapes differ: actual {tuple(a.shape)} vs expected {tuple(e.shape)}; "
-                         "compare values of the same shape")
+        raise ValueError(
+            f"shapes differ: actual {tuple(a.shape)} vs expected {tuple(e.shape)}; "
+            "compare values of the same shape"
+        )
     gap = torch.linalg.vector_norm((a - e).reshape(-1)).item()
     scale = torch.linalg.vector_norm(e.reshape(-1)).item()
     if torch.isnan(a).any() or torch.isnan(e).any():
@@ -116,8 +123,9 @@ def close(actual: Any, expected: Any, *, tol: float, what: str = "") -> None:
     line = f"{_prefix(what)}{kind} difference {diff:.1e} (tolerance {tol:g})"
     print(line)
     if not diff <= tol:
-        raise AssertionError(f"{line}: the {kind} difference {diff:.3e} exceeds the tolerance "
-                             f"{tol:g}")
+        raise AssertionError(
+            f"{line}: the {kind} difference {diff:.3e} exceeds the tolerance {tol:g}"
+        )
 
 
 def _margin(value: float, bound: float) -> str:
@@ -131,8 +139,10 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
     try:
         v, b = torch.broadcast_tensors(v, b)
     except RuntimeError:
-        raise ValueError(f"value of shape {tuple(v.shape)} and bound of shape {tuple(b.shape)} "
-                         "do not broadcast; pass one bound or one per value") from None
+        raise ValueError(
+            f"value of shape {tuple(v.shape)} and bound of shape {tuple(b.shape)} "
+            "do not broadcast; pass one bound or one per value"
+        ) from None
     if torch.isnan(v).any() or torch.isnan(b).any():
         raise AssertionError(f"{_prefix(what)}NaN in the value or the bound")
     rtol = _check_tol(rtol)
@@ -146,8 +156,10 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
     print(line)
     allowed = bw + sign * rtol * abs(bw)
     if not sign * (vw - allowed) <= 0:
-        raise AssertionError(f"{line}: {vw!r} is not {op} {bw!r}"
-                             + (f" (relative tolerance {rtol:g})" if rtol else ""))
+        raise AssertionError(
+            f"{line}: {vw!r} is not {op} {bw!r}"
+            + (f" (relative tolerance {rtol:g})" if rtol else "")
+        )
 
 
 def at_most(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> None:
@@ -204,8 +216,7 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
-def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6,
-             **kwargs: Any) -> None:
+def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6, **kwargs: Any) -> None:
     """Run the reader's ``fn(*args, **kwargs)`` and print it beside ``expected``.
 
     Prints one line:
@@ -236,6 +247,7 @@ def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6,
         print(f"yours: {_show(yours)} expected: {_show(expected)} {verdict}")
         return
     verdict = "✓" if diff <= tol else "✗"
-    print(f"yours: {_show(yours)} expected: {_show(expected)} {verdict} "
-          f"({kind} difference {diff:.1e}, tolerance {tol:g})")
-
+    print(
+        f"yours: {_show(yours)} expected: {_show(expected)} {verdict} "
+        f"({kind} difference {diff:.1e}, tolerance {tol:g})"
+    )

@@ -26,10 +26,10 @@ from . import plot
 
 __all__ = ["weight_tied_stack", "forward_and_adjoint", "delm_channels", "trust_region"]
 
-FORWARD = plot.PALETTE["picard"]       # blue: the forward pass
-BACKWARD = plot.PALETTE["anderson"]    # vermillion: the backward pass
+FORWARD = plot.PALETTE["picard"]  # blue: the forward pass
+BACKWARD = plot.PALETTE["anderson"]  # vermillion: the backward pass
 A_CHANNEL = plot.PALETTE["anderson"]
-B_CHANNEL = plot.PALETTE["broyden"]    # green
+B_CHANNEL = plot.PALETTE["broyden"]  # green
 INK = "#222222"
 
 
@@ -48,13 +48,27 @@ def _canvas(width: float, height: float, *, inches: tuple[float, float]):
 def _box(ax, xy, text, *, width, height=5.0, color=INK, fill=None, size=11, weight="normal"):
     """A rounded box centred at ``xy`` with ``text`` inside; returns its edges for arrows."""
     x, y = xy
-    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height,
-                                boxstyle="round,pad=0.3,rounding_size=0.8", linewidth=1.6,
-                                edgecolor=color, facecolor=fill or "white", zorder=2))
-    ax.text(x, y, text, ha="center", va="center", fontsize=size, color=INK, zorder=3,
-            fontweight=weight)
-    return {"left": (x - width / 2 - 0.4, y), "right": (x + width / 2 + 0.4, y),
-            "top": (x, y + height / 2 + 0.4), "bottom": (x, y - height / 2 - 0.4)}
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - width / 2, y - height / 2),
+            width,
+            height,
+            boxstyle="round,pad=0.3,rounding_size=0.8",
+            linewidth=1.6,
+            edgecolor=color,
+            facecolor=fill or "white",
+            zorder=2,
+        )
+    )
+    ax.text(
+        x, y, text, ha="center", va="center", fontsize=size, color=INK, zorder=3, fontweight=weight
+    )
+    return {
+        "left": (x - width / 2 - 0.4, y),
+        "right": (x + width / 2 + 0.4, y),
+        "top": (x, y + height / 2 + 0.4),
+        "bottom": (x, y - height / 2 - 0.4),
+    }
 
 
 def _node(ax, xy, text, *, color=INK, size=12):
@@ -63,10 +77,21 @@ def _node(ax, xy, text, *, color=INK, size=12):
 
 
 def _arrow(ax, start, end, *, color=INK, style="-|>", linestyle="-", rad=0.0, width=1.6):
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=14,
-                                 color=color, linewidth=width, linestyle=linestyle,
-                                 connectionstyle=f"arc3,rad={rad}", zorder=1,
-                                 shrinkA=0, shrinkB=0))
+    ax.add_patch(
+        FancyArrowPatch(
+            start,
+            end,
+            arrowstyle=style,
+            mutation_scale=14,
+            color=color,
+            linewidth=width,
+            linestyle=linestyle,
+            connectionstyle=f"arc3,rad={rad}",
+            zorder=1,
+            shrinkA=0,
+            shrinkB=0,
+        )
+    )
 
 
 def weight_tied_stack() -> plot.BookFigure:
@@ -77,10 +102,16 @@ def weight_tied_stack() -> plot.BookFigure:
     settle at the equilibrium, which a DEQ computes directly by root-finding.
     """
     fig, ax = _canvas(100, 34, inches=(9.0, 3.2))
-    ax.text(35.5, 32.5, "a weight-tied network of depth L", ha="center", fontsize=11,
-            color=INK)
-    ax.text(35.5, 28.6, "the same map f and the same weights θ in every layer", ha="center",
-            fontsize=9.5, color=FORWARD, style="italic")
+    ax.text(35.5, 32.5, "a weight-tied network of depth L", ha="center", fontsize=11, color=INK)
+    ax.text(
+        35.5,
+        28.6,
+        "the same map f and the same weights θ in every layer",
+        ha="center",
+        fontsize=9.5,
+        color=FORWARD,
+        style="italic",
+    )
     xs = [4, 13, 22, 31, 40, 49, 58, 67]
     labels = ["$z^{0}$", "f", "$z^{1}$", "f", "$z^{2}$", "$\\cdots$", "f", "$z^{L}$"]
     y = 22
@@ -91,8 +122,12 @@ def weight_tied_stack() -> plot.BookFigure:
         else:
             _node(ax, (x, y), label)
         if i + 1 < len(xs):
-            _arrow(ax, (x + (4.6 if label == "f" else 2.2), y),
-                   (xs[i + 1] - (4.6 if labels[i + 1] == "f" else 2.4), y), color=FORWARD)
+            _arrow(
+                ax,
+                (x + (4.6 if label == "f" else 2.2), y),
+                (xs[i + 1] - (4.6 if labels[i + 1] == "f" else 2.4), y),
+                color=FORWARD,
+            )
     _node(ax, (35.5, 6.5), "input $x$, the same in every layer", size=10)
     ax.plot([13, 58], [8.6, 8.6], color=INK, linewidth=1.1)
     _arrow(ax, (71.5, 22), (79.5, 22), color=INK, width=2.4)
@@ -100,12 +135,10 @@ def weight_tied_stack() -> plot.BookFigure:
     # the equilibrium: one application of f that returns its own input
     edges = _box(ax, (90, 26), "$f(\\,\\cdot\\,, x)$", width=7.0, color=BACKWARD, size=10)
     _node(ax, (90, 15), "$z^\\star$", size=14, color=BACKWARD)
-    _arrow(ax, (88, 16.8), edges["bottom"][:1] + (edges["bottom"][1],), color=BACKWARD,
-           rad=-0.5)
+    _arrow(ax, (88, 16.8), edges["bottom"][:1] + (edges["bottom"][1],), color=BACKWARD, rad=-0.5)
     _arrow(ax, (edges["right"][0] - 1.0, 23.5), (92, 16.8), color=BACKWARD, rad=-0.6)
     ax.text(90, 7.5, "$z^\\star = f(z^\\star, x)$", ha="center", fontsize=12, color=INK)
-    ax.text(90, 3.5, "found by root-finding", ha="center", fontsize=9.5, color=INK,
-            style="italic")
+    ax.text(90, 3.5, "found by root-finding", ha="center", fontsize=9.5, color=INK, style="italic")
     return fig
 
 
@@ -127,28 +160,61 @@ def forward_and_adjoint() -> plot.BookFigure:
     _arrow(ax, (5, yf), solve["left"], color=FORWARD)
     _arrow(ax, solve["right"], (47.8, yf), color=FORWARD)
     _arrow(ax, (52.3, yf), loss["left"], color=FORWARD)
-    ax.text(25, yf - 5.6, "no iteration stored", ha="center", fontsize=9.5, color=FORWARD,
-            style="italic")
+    ax.text(
+        25,
+        yf - 5.6,
+        "no iteration stored",
+        ha="center",
+        fontsize=9.5,
+        color=FORWARD,
+        style="italic",
+    )
     # the backward pass runs right to left, as reverse mode does
-    _node(ax, (88, yb), "$g = \\dfrac{\\partial\\ell}{\\partial z^\\star}$", color=BACKWARD,
-          size=12)
-    adjoint = _box(ax, (60, yb), "solver: find $u = J^\\top u + g$\n"
-                   "$J = \\partial f / \\partial z$ at $z^\\star$", width=26, height=7.5,
-                   color=BACKWARD, size=10)
+    _node(
+        ax, (88, yb), "$g = \\dfrac{\\partial\\ell}{\\partial z^\\star}$", color=BACKWARD, size=12
+    )
+    adjoint = _box(
+        ax,
+        (60, yb),
+        "solver: find $u = J^\\top u + g$\n$J = \\partial f / \\partial z$ at $z^\\star$",
+        width=26,
+        height=7.5,
+        color=BACKWARD,
+        size=10,
+    )
     _node(ax, (38, yb), "$u$", color=BACKWARD, size=13)
-    vjp = _box(ax, (23, yb), "$(\\partial f / \\partial \\theta)^\\top u$", width=15,
-               color=BACKWARD, size=10)
+    vjp = _box(
+        ax,
+        (23, yb),
+        "$(\\partial f / \\partial \\theta)^\\top u$",
+        width=15,
+        color=BACKWARD,
+        size=10,
+    )
     _node(ax, (5, yb), "$\\dfrac{\\partial \\ell}{\\partial \\theta}$", size=13)
     _arrow(ax, loss["bottom"], (loss["bottom"][0], yb + 5.0), color=BACKWARD)
     _arrow(ax, (82.2, yb), adjoint["right"], color=BACKWARD)
     _arrow(ax, adjoint["left"], (39.7, yb), color=BACKWARD)
     _arrow(ax, (36.3, yb), vjp["right"], color=BACKWARD)
     _arrow(ax, vjp["left"], (8.5, yb), color=BACKWARD)
-    ax.text(60, yb - 7.2, "no iteration stored", ha="center", fontsize=9.5, color=BACKWARD,
-            style="italic")
+    ax.text(
+        60,
+        yb - 7.2,
+        "no iteration stored",
+        ha="center",
+        fontsize=9.5,
+        color=BACKWARD,
+        style="italic",
+    )
     # z* is the only thing the backward pass needs from the forward pass
-    _arrow(ax, (51, yf - 2.4), (adjoint["top"][0], adjoint["top"][1] + 1.0), color=INK,
-           linestyle="--", width=1.2)
+    _arrow(
+        ax,
+        (51, yf - 2.4),
+        (adjoint["top"][0], adjoint["top"][1] + 1.0),
+        color=INK,
+        linestyle="--",
+        width=1.2,
+    )
     _arrow(ax, (49, yf - 2.4), vjp["top"], color=INK, linestyle="--", width=1.2)
     ax.text(56.5, 21.5, "only $z^\\star$ is kept", fontsize=9.5, color=INK)
     return fig
@@ -163,8 +229,15 @@ def delm_channels() -> plot.BookFigure:
     fig, ax = _canvas(100, 40, inches=(9.0, 3.6))
     y = 14
     _node(ax, (5, y), "$\\varphi(x)$", size=12)
-    eq = _box(ax, (26, y), "equilibrium\n$z = S z + \\varphi(x)$", width=20, height=7.5,
-              color=INK, size=10)
+    eq = _box(
+        ax,
+        (26, y),
+        "equilibrium\n$z = S z + \\varphi(x)$",
+        width=20,
+        height=7.5,
+        color=INK,
+        size=10,
+    )
     _node(ax, (52, y), "$z^\\star = U \\varphi(x)$", size=12)
     b = _box(ax, (70, y), "$B$", width=6, color=B_CHANNEL, size=12, weight="bold")
     _node(ax, (89, y), "$\\hat y = W \\varphi(x)$", size=12)
@@ -175,18 +248,36 @@ def delm_channels() -> plot.BookFigure:
     # the A-channel, above
     ya = 31
     a = _box(ax, (8, ya), "$A$", width=6, color=A_CHANNEL, size=12, weight="bold")
-    sig = _box(ax, (30, ya), "$\\sigma(A) = \\dfrac{A^\\top A}{\\Vert A^\\top A\\Vert_F + \\delta}$",
-               width=22, height=7, color=A_CHANNEL, size=10)
+    formula = "$\\sigma(A) = \\dfrac{A^\\top A}{\\Vert A^\\top A\\Vert_F + \\delta}$"
+    sig = _box(ax, (30, ya), formula, width=22, height=7, color=A_CHANNEL, size=10)
     s = _box(ax, (55, ya), "$S = \\gamma\\,\\sigma(A)$", width=13, color=A_CHANNEL, size=10)
     _arrow(ax, a["right"], sig["left"], color=A_CHANNEL)
     _arrow(ax, sig["right"], s["left"], color=A_CHANNEL)
     _arrow(ax, (s["left"][0] + 1, ya - 2.9), eq["top"], color=A_CHANNEL, rad=0.2)
-    ax.text(70, ya + 0.8, "A-channel: A changes $W = BU$\nthrough $U = (I - S)^{-1}$",
-            fontsize=9.5, color=A_CHANNEL, va="center")
-    ax.text(70, y - 7.5, "B-channel: B reads $z^\\star$ out", ha="center", fontsize=9.5,
-            color=B_CHANNEL)
-    ax.text(50, 1.5, "the whole model is linear in $\\varphi(x)$:  $W = B U$", ha="center",
-            fontsize=11, color=INK)
+    ax.text(
+        70,
+        ya + 0.8,
+        "A-channel: A changes $W = BU$\nthrough $U = (I - S)^{-1}$",
+        fontsize=9.5,
+        color=A_CHANNEL,
+        va="center",
+    )
+    ax.text(
+        70,
+        y - 7.5,
+        "B-channel: B reads $z^\\star$ out",
+        ha="center",
+        fontsize=9.5,
+        color=B_CHANNEL,
+    )
+    ax.text(
+        50,
+        1.5,
+        "the whole model is linear in $\\varphi(x)$:  $W = B U$",
+        ha="center",
+        fontsize=11,
+        color=INK,
+    )
     return fig
 
 
@@ -217,7 +308,7 @@ def trust_region() -> plot.BookFigure:
     :func:`deqlib.theory.solve_trust_region`) against the gradient step of the same
     ‖·‖_Q-length, −Δ g / ‖g‖_Q; the model's unconstrained minimiser −H⁻¹g is marked.
     """
-    from .theory import solve_trust_region   # theory imports the rest of the library
+    from .theory import solve_trust_region  # theory imports the rest of the library
 
     g, H, Q, radius, _ = _trust_region_problem()
     step, _ = solve_trust_region(g, H, Q, radius)
@@ -235,34 +326,90 @@ def trust_region() -> plot.BookFigure:
     fig, ax = plot.subplots(figsize=(6.2, 4.4))
     with plot.style():
         levels = [low + (touch - low) * k for k in (0.2, 0.5)] + [
-            touch + (touch - low) * k for k in (0.6, 1.4, 2.4, 3.6)]
-        ax.contour(V1.numpy(), V2.numpy(), values.numpy(), levels=sorted(levels),
-                   colors="#a0a0a0", linewidths=0.9, negative_linestyles="solid")
-        ax.contour(V1.numpy(), V2.numpy(), values.numpy(), levels=[touch], colors=BACKWARD,
-                   linewidths=1.0, linestyles="--")
+            touch + (touch - low) * k for k in (0.6, 1.4, 2.4, 3.6)
+        ]
+        ax.contour(
+            V1.numpy(),
+            V2.numpy(),
+            values.numpy(),
+            levels=sorted(levels),
+            colors="#a0a0a0",
+            linewidths=0.9,
+            negative_linestyles="solid",
+        )
+        ax.contour(
+            V1.numpy(),
+            V2.numpy(),
+            values.numpy(),
+            levels=[touch],
+            colors=BACKWARD,
+            linewidths=1.0,
+            linestyles="--",
+        )
         # ‖v‖_Q ≤ Δ is the ellipse with semi-axes Δ/√λ_i along Q's eigenvectors
         q_evals, q_vecs = torch.linalg.eigh(Q)
         angle = math.degrees(math.atan2(q_vecs[1, 0].item(), q_vecs[0, 0].item()))
         semi = [radius / math.sqrt(q_evals[i].item()) for i in range(2)]
-        ax.add_patch(Ellipse((0, 0), 2 * semi[0], 2 * semi[1], angle=angle, facecolor=FORWARD,
-                             alpha=0.12, edgecolor="none"))
-        ax.add_patch(Ellipse((0, 0), 2 * semi[0], 2 * semi[1], angle=angle, facecolor="none",
-                             edgecolor=FORWARD, linewidth=1.6,
-                             label="trust region $\\Vert v\\Vert_Q \\leq \\Delta$"))
+        ax.add_patch(
+            Ellipse(
+                (0, 0),
+                2 * semi[0],
+                2 * semi[1],
+                angle=angle,
+                facecolor=FORWARD,
+                alpha=0.12,
+                edgecolor="none",
+            )
+        )
+        ax.add_patch(
+            Ellipse(
+                (0, 0),
+                2 * semi[0],
+                2 * semi[1],
+                angle=angle,
+                facecolor="none",
+                edgecolor=FORWARD,
+                linewidth=1.6,
+                label="trust region $\\Vert v\\Vert_Q \\leq \\Delta$",
+            )
+        )
         for vec, colour, label in (
-                (grad_step, INK, "gradient step, same length $\\Vert v\\Vert_Q = \\Delta$"),
-                (step, BACKWARD, "trust-region step")):
-            ax.annotate("", xy=tuple(vec.tolist()), xytext=(0, 0),
-                        arrowprops={"arrowstyle": "-|>", "color": colour, "linewidth": 2.0,
-                                    "mutation_scale": 16, "shrinkA": 0, "shrinkB": 0})
+            (grad_step, INK, "gradient step, same length $\\Vert v\\Vert_Q = \\Delta$"),
+            (step, BACKWARD, "trust-region step"),
+        ):
+            ax.annotate(
+                "",
+                xy=tuple(vec.tolist()),
+                xytext=(0, 0),
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "color": colour,
+                    "linewidth": 2.0,
+                    "mutation_scale": 16,
+                    "shrinkA": 0,
+                    "shrinkB": 0,
+                },
+            )
             ax.plot([], [], color=colour, linewidth=2.0, label=label)
-        ax.plot([], [], color=BACKWARD, linewidth=1.0, linestyle="--",
-                label="the level set it touches")
-        ax.plot(*newton.tolist(), marker="*", markersize=13, color=B_CHANNEL, linestyle="none",
-                label="minimum of the model, $-H^{-1}g$")
+        ax.plot(
+            [], [], color=BACKWARD, linewidth=1.0, linestyle="--", label="the level set it touches"
+        )
+        ax.plot(
+            *newton.tolist(),
+            marker="*",
+            markersize=13,
+            color=B_CHANNEL,
+            linestyle="none",
+            label="minimum of the model, $-H^{-1}g$",
+        )
         ax.plot(0, 0, marker="o", color=INK, markersize=4)
-        ax.set(xlim=(x1[0].item(), x1[-1].item()), ylim=(x2[0].item(), x2[-1].item()),
-               aspect="equal", xlabel="$v_1$", ylabel="$v_2$",
-               title="level sets of $\\langle g, v\\rangle + \\frac{1}{2}v^\\top H v$")
+        ax.set(
+            xlim=(x1[0].item(), x1[-1].item()),
+            ylim=(x2[0].item(), x2[-1].item()),
+            aspect="equal",
+            xlabel="$v_1$",
+            ylabel="$v_2$",
+            title="level sets of $\\langle g, v\\rangle + \\frac{1}{2}v^\\top H v$",
+        )
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig

@@ -41,16 +41,38 @@ import matplotlib
 from matplotlib.figure import Figure
 
 __all__ = [
-    "PALETTE", "STYLE", "BookFigure", "style", "figure", "subplots", "lines", "semilogy",
-    "residual_plot", "bars", "image_grid", "figure_png", "slider_of_images", "color",
+    "PALETTE",
+    "STYLE",
+    "BookFigure",
+    "style",
+    "figure",
+    "subplots",
+    "lines",
+    "semilogy",
+    "residual_plot",
+    "bars",
+    "image_grid",
+    "figure_png",
+    "slider_of_images",
+    "color",
 ]
 
 # colour-blind-safe (Okabe–Ito), one colour per method/model across the book
 PALETTE = {
-    "picard": "#0072B2", "anderson": "#D55E00", "broyden": "#009E73",
-    "implicit": "#D55E00", "unrolled": "#0072B2", "one_step": "#CC79A7",
-    "delm": "#D55E00", "linear": "#0072B2", "deep_linear": "#009E73", "deep2": "#009E73",
-    "deep3": "#56B4E9", "explicit": "#0072B2", "deq": "#D55E00", "bound": "#000000",
+    "picard": "#0072B2",
+    "anderson": "#D55E00",
+    "broyden": "#009E73",
+    "implicit": "#D55E00",
+    "unrolled": "#0072B2",
+    "one_step": "#CC79A7",
+    "delm": "#D55E00",
+    "linear": "#0072B2",
+    "deep_linear": "#009E73",
+    "deep2": "#009E73",
+    "deep3": "#56B4E9",
+    "explicit": "#0072B2",
+    "deq": "#D55E00",
+    "bound": "#000000",
 }
 _CYCLE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000"]
 
@@ -58,12 +80,24 @@ _CYCLE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#00
 #: reader who wants them for all of their own pyplot figures can run
 #: ``matplotlib.rcParams.update(plot.STYLE)`` in their own code.
 STYLE = {
-    "figure.figsize": (6.4, 3.8), "figure.dpi": 100, "savefig.dpi": 100,
-    "figure.facecolor": "white", "savefig.facecolor": "white",
-    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
-    "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9, "legend.frameon": False,
-    "xtick.labelsize": 10, "ytick.labelsize": 10, "lines.linewidth": 1.8,
-    "font.family": "DejaVu Sans", "axes.prop_cycle": matplotlib.cycler(color=_CYCLE),
+    "figure.figsize": (6.4, 3.8),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "lines.linewidth": 1.8,
+    "font.family": "DejaVu Sans",
+    "axes.prop_cycle": matplotlib.cycler(color=_CYCLE),
 }
 
 
@@ -99,8 +133,15 @@ def figure(*, figsize: tuple[float, float] | None = None) -> BookFigure:
         return BookFigure(figsize=figsize, layout="constrained")
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
-             sharex: bool = False, sharey: bool = False, squeeze: bool = True):
+def subplots(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    figsize: tuple[float, float] | None = None,
+    sharex: bool = False,
+    sharey: bool = False,
+    squeeze: bool = True,
+):
     """``(fig, axes)`` like :func:`matplotlib.pyplot.subplots`, without pyplot.
 
     The default width grows with ``ncols`` (5.5 inches per column from two columns on) so that
@@ -111,7 +152,10 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | N
             raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
     if figsize is None:
         width, height = STYLE["figure.figsize"]
-        figsize = (width if ncols == 1 else 5.5 * ncols, height * (1 if nrows == 1 else 0.8 * nrows))
+        figsize = (
+            width if ncols == 1 else 5.5 * ncols,
+            height * (1 if nrows == 1 else 0.8 * nrows),
+        )
     fig = figure(figsize=figsize)
     with style():
         axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=squeeze)
@@ -131,8 +175,10 @@ def _series(data, x) -> Iterator[tuple[str | None, Sequence[float], Sequence[flo
             xs = range(len(ys))
         xs = _floats(xs, what=f"the x values of {label!r}")
         if len(xs) != len(ys):
-            raise ValueError(f"series {label!r} has {len(xs)} x values for {len(ys)} y values; "
-                             "pass x values of the same length")
+            raise ValueError(
+                f"series {label!r} has {len(xs)} x values for {len(ys)} y values; "
+                "pass x values of the same length"
+            )
         yield label, xs, ys
 
 
@@ -143,16 +189,29 @@ def _floats(values, *, what: str) -> list[float]:
     try:
         return [float(v) for v in values]
     except (TypeError, ValueError) as err:
-        raise TypeError(f"{what} must be a sequence of numbers; got {type(values).__name__}: "
-                        f"{err}") from None
+        raise TypeError(
+            f"{what} must be a sequence of numbers; got {type(values).__name__}: {err}"
+        ) from None
 
 
-def lines(data: Mapping[str, Any] | Sequence[Any], *, x: Sequence[float] | None = None,
-          xlabel: str = "", ylabel: str = "", title: str = "", xscale: str = "linear",
-          yscale: str = "linear", xlim=None, ylim=None, hlines: Mapping[str, float] | None = None,
-          styles: Mapping[str, Mapping[str, Any]] | None = None, marker: str | None = None,
-          legend: bool | str = True, ax=None, figsize: tuple[float, float] | None = None
-          ) -> Figure:
+def lines(
+    data: Mapping[str, Any] | Sequence[Any],
+    *,
+    x: Sequence[float] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+    xscale: str = "linear",
+    yscale: str = "linear",
+    xlim=None,
+    ylim=None,
+    hlines: Mapping[str, float] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+    marker: str | None = None,
+    legend: bool | str = True,
+    ax=None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """Line plot of several series, d2l's ``plot`` without global state; returns the Figure.
 
     Args:
@@ -184,8 +243,10 @@ def lines(data: Mapping[str, Any] | Sequence[Any], *, x: Sequence[float] | None 
             ax.plot(xs, ys, **options)
             drawn = True
         if styles:
-            raise KeyError(f"styles names series that are not plotted: {sorted(styles)}; "
-                           f"the series are {list(data) if isinstance(data, Mapping) else []}")
+            raise KeyError(
+                f"styles names series that are not plotted: {sorted(styles)}; "
+                f"the series are {list(data) if isinstance(data, Mapping) else []}"
+            )
         for label, y in (hlines or {}).items():
             ax.axhline(float(y), color="grey", linestyle=":", linewidth=1.2, label=label)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xscale=xscale, yscale=yscale)
@@ -204,23 +265,43 @@ def semilogy(data, **options) -> Figure:
     return lines(data, yscale="log", **options)
 
 
-def residual_plot(traces: Mapping[str, Sequence[float]], *, tol: float | None = None, ax=None,
-                  title: str = "Residual per step", ylabel: str = "relative residual"
-                  ) -> Figure:
+def residual_plot(
+    traces: Mapping[str, Sequence[float]],
+    *,
+    tol: float | None = None,
+    ax=None,
+    title: str = "Residual per step",
+    ylabel: str = "relative residual",
+) -> Figure:
     """Semilog plot of solver residual traces (``SolverResult.residuals``), one line per name.
 
     Step k of a trace is drawn at x = k (the k-th evaluation of f); the legend gives each
     solver's step count, and ``tol`` is drawn as a dotted line.
     """
-    data = {f"{name} ({len(trace)} steps)": (range(1, len(trace) + 1), trace)
-            for name, trace in traces.items()}
-    return semilogy(data, xlabel="step (evaluations of f)", ylabel=ylabel, title=title,
-                    hlines=None if tol is None else {f"tol = {tol:g}": tol}, ax=ax)
+    data = {
+        f"{name} ({len(trace)} steps)": (range(1, len(trace) + 1), trace)
+        for name, trace in traces.items()
+    }
+    return semilogy(
+        data,
+        xlabel="step (evaluations of f)",
+        ylabel=ylabel,
+        title=title,
+        hlines=None if tol is None else {f"tol = {tol:g}": tol},
+        ax=ax,
+    )
 
 
-def bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "",
-         yscale: str = "linear", fmt: str = "{:.3g}", ax=None,
-         figsize: tuple[float, float] | None = None) -> Figure:
+def bars(
+    values: Mapping[str, float],
+    *,
+    ylabel: str = "",
+    title: str = "",
+    yscale: str = "linear",
+    fmt: str = "{:.3g}",
+    ax=None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """Bar chart of one number per name (accuracy, time, memory…), each bar labelled with it."""
     if not values:
         raise ValueError("bars needs at least one value; got an empty mapping")
@@ -237,8 +318,14 @@ def bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "",
     return ax.figure
 
 
-def image_grid(images, *, labels: Sequence | None = None, ncols: int = 10,
-               cmap: str = "gray_r", size: float = 0.9) -> Figure:
+def image_grid(
+    images,
+    *,
+    labels: Sequence | None = None,
+    ncols: int = 10,
+    cmap: str = "gray_r",
+    size: float = 0.9,
+) -> Figure:
     """A grid of grayscale images (e.g. digits), shape (n, h, w) or (n, h·w) with h = w.
 
     ``labels`` (one per image) are written above each image.
@@ -251,8 +338,10 @@ def image_grid(images, *, labels: Sequence | None = None, ncols: int = 10,
     if images.ndim == 2:
         side = math.isqrt(images.shape[1])
         if side * side != images.shape[1]:
-            raise ValueError(f"flat images need a square number of pixels; got {images.shape[1]}"
-                             " per image: pass shape (n, h, w)")
+            raise ValueError(
+                f"flat images need a square number of pixels; got {images.shape[1]}"
+                " per image: pass shape (n, h, w)"
+            )
         images = images.reshape(-1, side, side)
     if images.ndim != 3 or len(images) == 0:
         raise ValueError(f"image_grid needs shape (n, h, w) with n >= 1; got {images.shape}")
@@ -299,8 +388,13 @@ def slider_of_images(images: Iterable[bytes], labels: Sequence, *, description: 
     if len(pictures) != len(labels):
         raise ValueError(f"got {len(pictures)} images for {len(labels)} labels")
     stack = w.Stack(pictures, selected_index=0)
-    slider = w.SelectionSlider(options=[str(v) for v in labels], index=0, description=description,
-                               continuous_update=True, style={"description_width": "initial"})
+    slider = w.SelectionSlider(
+        options=[str(v) for v in labels],
+        index=0,
+        description=description,
+        continuous_update=True,
+        style={"description_width": "initial"},
+    )
     w.jslink((slider, "index"), (stack, "selected_index"))
     return w.VBox([slider, stack])
 
@@ -310,5 +404,6 @@ def __getattr__(name: str):
         raise AttributeError(
             "deqlib.plot.use_style() was removed: it changed matplotlib's global rcParams. "
             "deqlib.plot's helpers style their own figures; for a figure drawn by hand use "
-            "`with plot.style(): fig, ax = plot.subplots(); ...` and end the cell with `fig`.")
+            "`with plot.style(): fig, ax = plot.subplots(); ...` and end the cell with `fig`."
+        )
     raise AttributeError(f"module 'deqlib.plot' has no attribute {name!r}")

@@ -19,14 +19,18 @@ def printed(capsys) -> str:
 
 
 def test_close_prints_the_relative_difference_against_the_tolerance(capsys):
-    expected = torch.tensor([3.0, 4.0], dtype=torch.float64)            # norm 5
-    check.close(expected + torch.tensor([0.0, 5e-10], dtype=torch.float64), expected, tol=1e-9, what="grad")
+    expected = torch.tensor([3.0, 4.0], dtype=torch.float64)  # norm 5
+    actual = expected + torch.tensor([0.0, 5e-10], dtype=torch.float64)
+    check.close(actual, expected, tol=1e-9, what="grad")
     assert printed(capsys) == "grad: relative difference 1.0e-10 (tolerance 1e-09)"
 
 
 def test_close_raises_with_both_numbers_when_over_tolerance(capsys):
-    with pytest.raises(AssertionError, match=r"relative difference 2\.000e-01 exceeds the "
-                                             r"tolerance 0\.01"):
+    with pytest.raises(
+        AssertionError,
+        match=r"relative difference 2\.000e-01 exceeds the "
+        r"tolerance 0\.01",
+    ):
         check.close(torch.tensor([1.2]), torch.tensor([1.0]), tol=0.01, what="x")
     assert printed(capsys) == "x: relative difference 2.0e-01 (tolerance 0.01)"
 
@@ -63,7 +67,7 @@ def test_close_refuses_nan_shape_mismatch_and_bad_tolerance():
     with pytest.raises(TypeError, match="tol must be a number"):
         check.close(1.0, 1.0, tol="small")
     with pytest.raises(TypeError):
-        check.close(1.0, 1.0, 1e-9)                 # tol is keyword-only
+        check.close(1.0, 1.0, 1e-9)  # tol is keyword-only
 
 
 def test_at_most_prints_the_ratio_and_raises_when_violated(capsys):
@@ -71,7 +75,7 @@ def test_at_most_prints_the_ratio_and_raises_when_violated(capsys):
     assert printed(capsys) == "‖S‖: 0.25 ≤ 1 (ratio 0.25)"
     with pytest.raises(AssertionError, match=r"1\.5 is not ≤ 1\.0"):
         check.at_most(1.5, 1.0)
-    check.at_most(1.0 + 1e-15, 1.0, rtol=1e-12)     # equality up to rounding
+    check.at_most(1.0 + 1e-15, 1.0, rtol=1e-12)  # equality up to rounding
     check.at_most(-3.0, -1.0)
     assert printed(capsys).splitlines()[-1] == "-3 ≤ -1 (margin 2)"
 
@@ -109,10 +113,13 @@ def test_exercise_with_a_stub_says_not_done_yet_and_does_not_raise(capsys):
 
 def test_exercise_marks_right_and_wrong_answers(capsys):
     check.exercise(square, torch.tensor([1.0, 2.0]), expected=torch.tensor([1.0, 4.0]))
-    assert printed(capsys) == ("yours: [1, 4] expected: [1, 4] ✓ "
-                               "(relative difference 0.0e+00, tolerance 1e-06)")
+    assert printed(capsys) == (
+        "yours: [1, 4] expected: [1, 4] ✓ (relative difference 0.0e+00, tolerance 1e-06)"
+    )
     check.exercise(square, 3.0, expected=10.0, tol=1e-3)
-    assert printed(capsys) == "yours: 9 expected: 10 ✗ (relative difference 1.0e-01, tolerance 0.001)"
+    assert printed(capsys) == (
+        "yours: 9 expected: 10 ✗ (relative difference 1.0e-01, tolerance 0.001)"
+    )
     check.exercise(square, torch.ones(3), expected=torch.ones(2))
     assert "✗ (shapes differ: actual (3,) vs expected (2,)" in printed(capsys)
     check.exercise(lambda: "anderson", expected="anderson")
@@ -133,15 +140,25 @@ def sanitize(text: str) -> str:
     return text
 
 
-@pytest.mark.parametrize("first, second", [
-    ("implicit vs unrolled: relative difference 3.1e-13 (tolerance 1e-09)",
-     "implicit vs unrolled: relative difference 2.7e-14 (tolerance 1e-09)"),
-    ("absolute difference 0.0e+00 (tolerance 1e-10)", "absolute difference 4.4e-16 (tolerance 1e-10)"),
-    ("gap: 0.4123 ≤ 1.3 (ratio 0.317)", "gap: 0.4124 ≤ 1.3 (ratio 0.3172)"),
-    ("x: -3 ≤ -1 (margin 2)", "x: -3.001 ≤ -1 (margin 1.999)"),
-    ("yours: 9 expected: 9 ✓ (relative difference 0.0e+00, tolerance 1e-06)",
-     "yours: 9 expected: 9 ✓ (relative difference 1.1e-16, tolerance 1e-06)"),
-])
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (
+            "implicit vs unrolled: relative difference 3.1e-13 (tolerance 1e-09)",
+            "implicit vs unrolled: relative difference 2.7e-14 (tolerance 1e-09)",
+        ),
+        (
+            "absolute difference 0.0e+00 (tolerance 1e-10)",
+            "absolute difference 4.4e-16 (tolerance 1e-10)",
+        ),
+        ("gap: 0.4123 ≤ 1.3 (ratio 0.317)", "gap: 0.4124 ≤ 1.3 (ratio 0.3172)"),
+        ("x: -3 ≤ -1 (margin 2)", "x: -3.001 ≤ -1 (margin 1.999)"),
+        (
+            "yours: 9 expected: 9 ✓ (relative difference 0.0e+00, tolerance 1e-06)",
+            "yours: 9 expected: 9 ✓ (relative difference 1.1e-16, tolerance 1e-06)",
+        ),
+    ],
+)
 def test_sanitizer_masks_the_machine_dependent_margins(first, second):
     assert sanitize(first) == sanitize(second)
     assert "tolerance" not in first or "tolerance" in sanitize(first)

@@ -12,8 +12,11 @@ from deqlib.theory import solve_trust_region
 
 
 def rc_snapshot() -> dict:
-    return {k: repr(dict.__getitem__(matplotlib.rcParams, k))
-            for k in matplotlib.rcParams if k != "backend"}
+    return {
+        k: repr(dict.__getitem__(matplotlib.rcParams, k))
+        for k in matplotlib.rcParams
+        if k != "backend"
+    }
 
 
 def texts(fig) -> str:
@@ -33,8 +36,9 @@ def test_diagram_is_a_book_figure_with_content_and_no_global_state_change(name):
     # legible at the page's width: at most ~9.5 inches (950 px at 100 dpi), text ≥ 9 pt
     assert fig.get_figwidth() <= 9.5
     words = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()]
-    assert min(t.get_fontsize() for t in words) >= 9, [(t.get_text(), t.get_fontsize())
-                                                        for t in words if t.get_fontsize() < 9]
+    assert min(t.get_fontsize() for t in words) >= 9, [
+        (t.get_text(), t.get_fontsize()) for t in words if t.get_fontsize() < 9
+    ]
 
 
 def test_the_diagrams_say_what_the_chapters_need():
@@ -57,12 +61,16 @@ def test_trust_region_diagram_draws_the_computed_step_on_the_ellipse():
     assert abs(multiplier - 1.0) < 1e-9, multiplier
     fig = diagrams.trust_region()
     ax = fig.axes[0]
-    tips = {a.arrowprops["color"]: torch.tensor(a.xy, dtype=torch.float64)
-            for a in ax.texts if hasattr(a, "arrowprops")}
+    tips = {
+        a.arrowprops["color"]: torch.tensor(a.xy, dtype=torch.float64)
+        for a in ax.texts
+        if hasattr(a, "arrowprops")
+    }
     torch.testing.assert_close(tips[diagrams.BACKWARD], step)
-    for tip in tips.values():     # both steps end on the boundary ‖v‖_Q = Δ
-        torch.testing.assert_close(torch.sqrt(tip @ Q @ tip), torch.tensor(radius,
-                                   dtype=torch.float64))
+    for tip in tips.values():  # both steps end on the boundary ‖v‖_Q = Δ
+        torch.testing.assert_close(
+            torch.sqrt(tip @ Q @ tip), torch.tensor(radius, dtype=torch.float64)
+        )
     ellipse = next(p for p in ax.patches if isinstance(p, Ellipse))
     semi = sorted([ellipse.width / 2, ellipse.height / 2])
     expected = sorted((radius / torch.linalg.eigvalsh(Q).sqrt()).tolist())

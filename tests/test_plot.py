@@ -1,4 +1,4 @@
-"""deqlib.plot: figures are returned, styled, shown as PNG, and no global matplotlib state moves."""
+"""deqlib.plot: figures are returned, styled, shown as PNG; no global matplotlib state moves."""
 
 import subprocess
 import sys
@@ -13,13 +13,20 @@ from deqlib import plot
 
 def rc_snapshot() -> dict:
     # Reading rcParams["backend"] would resolve (and import) a backend: leave it out.
-    return {k: repr(dict.__getitem__(matplotlib.rcParams, k))
-            for k in matplotlib.rcParams if k != "backend"}
+    return {
+        k: repr(dict.__getitem__(matplotlib.rcParams, k))
+        for k in matplotlib.rcParams
+        if k != "backend"
+    }
 
 
 HELPERS = {
-    "lines": lambda: plot.lines({"anderson": [1.0, 0.1, 0.01], "mine": ([0, 2, 4], [3, 2, 1])},
-                                yscale="log", hlines={"tol": 1e-2}, xlabel="step"),
+    "lines": lambda: plot.lines(
+        {"anderson": [1.0, 0.1, 0.01], "mine": ([0, 2, 4], [3, 2, 1])},
+        yscale="log",
+        hlines={"tol": 1e-2},
+        xlabel="step",
+    ),
     "semilogy": lambda: plot.semilogy([torch.tensor([1.0, 1e-3])]),
     "residual_plot": lambda: plot.residual_plot({"picard": [1.0, 0.5, 0.25]}, tol=1e-3),
     "bars": lambda: plot.bars({"implicit": 0.91, "unrolled": 0.9}, ylabel="accuracy"),
@@ -45,14 +52,17 @@ figs = [plot.lines({"anderson": [1.0, 0.1]}, yscale="log"), plot.bars({"a": 1.0}
 assert all(f._repr_png_().startswith(b"\\x89PNG") for f in figs)
 print(*state())
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
     assert out.returncode == 0, out.stderr
     after_import, after_drawing = out.stdout.splitlines()
-    assert after_import == "False True", f"import deqlib (pyplot imported, backend unchosen): "\
-        f"{after_import}"
-    assert after_drawing == "False True", f"the helpers (pyplot imported, backend unchosen): "\
-        f"{after_drawing}"
+    assert after_import == "False True", (
+        f"import deqlib (pyplot imported, backend unchosen): {after_import}"
+    )
+    assert after_drawing == "False True", (
+        f"the helpers (pyplot imported, backend unchosen): {after_drawing}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(HELPERS))
