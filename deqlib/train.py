@@ -1,11 +1,15 @@
 """A device-agnostic training loop with a per-epoch history.
 
 The data moves to the device once, before the first epoch; mini-batches are index
-slices of device-resident tensors, so no batch is ever copied from the host.
+slices of device-resident tensors, so no batch is ever copied from the host. Every option is
+checked before the first step, so a bad value fails at once with its name rather than deep
+inside torch (or, worse, silently).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 import time
 from dataclasses import dataclass, field
@@ -17,22 +21,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import Dataset
+from .functional import LOSSES
 
 __all__ = ["fit", "History", "resolve_device", "seed_everything", "LOSSES", "loss_fn"]
 
-LOSSES = ("cross_entropy", "square")
 OPTIMIZERS = ("sgd", "adam")
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (all devices)."""
+    seed = _integer("seed", seed, minimum=0)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def resolve_device(device="auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; anything else is passed to torch.device."""
+    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; anything else goes to torch.device."""
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -42,12 +47,14 @@ def resolve_device(device="auto") -> torch.device:
     return torch.device(device)
 
 
-def loss_fn(name: str, *, num_classes: int, reduction: str = "mean") -> Callable[[Tensor, Tensor], Tensor]:
-    """The loss ℓ(f(x), y) for integer labels y.
+def loss_fn(name: str, *, num_classes: int, reduction: str = "mean"
+            ) -> Callable[[Tensor, Tensor], Tensor]:
+    """The loss ℓ(f(x), y) for integer labels y, summed or averaged over the batch.
 
-    ``"square"``: ‖f(x) − onehot(y)‖² per sample; ``"cross_entropy"``: softmax
-    cross-entropy. ``reduction="sum"`` gives the SUM over samples that the theory uses
-    (MATH.md §2), ``"mean"`` its average (the same minimisers; the step size scales by n).
+    ``"square"``: ℓ = ‖f(x) − onehot(y)‖² per sample; ``"cross_entropy"``: softmax
+    cross-entropy. ``reduction="sum"`` gives the sum over samples, ℒ = Σ_i ℓ_i, that the
+    convergence theory uses; ``"mean"`` gives ℒ / n, with the same minimisers (a step η on
+    the mean is a step η / n on the sum).
     """
     if name not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}; got loss={name!r}")
@@ -82,69 +89,138 @@ class History:
     def __repr__(self) -> str:
         if not self.rows:
             return "History(empty)"
-        last = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.last.items()
-                         if k != "time")
+        last = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in self.last.items() if k != "time")
         return f"History({len(self.rows)} rows; last: {last})"
+
+
+def _integer(name: str, value, *, minimum: int) -> int:
+    """``value`` as an int (numpy integers accepted, bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {name}={value!r}")
+    return int(value)
+
+
+def _real(name: str, value, *, positive: bool = False) -> float:
+    """``value`` as a finite float (numpy scalars accepted), > 0 or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or (value <= 0 if positive else value < 0):
+        need = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ValueError(f"{name} must be {need}; got {name}={value!r}")
+    return float(value)
+
+
+def _check_outputs(model: nn.Module, X: Tensor, num_classes: int) -> None:
+    """One forward on one example: the model must give num_classes finite outputs."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(X[:1])
+    model.train(was_training)
+    name = type(model).__name__
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        raise ValueError(f"{name} must map (batch, m) features to (batch, num_classes) outputs; "
+                         f"on a batch of one example it returned {getattr(out, 'shape', out)!r}")
+    if out.shape[1] != num_classes:
+        raise ValueError(f"{name} gives {out.shape[1]} outputs per example but the data have "
+                         f"{num_classes} classes: build it with out_features={num_classes}")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{name} returns NaN or Inf before any training (its parameters are "
+                         "not finite?): re-initialise the model")
 
 
 def fit(model: nn.Module, data: Dataset, *, loss: str = "cross_entropy", optimizer: str = "sgd",
         lr: float = 0.1, epochs: int = 10, batch_size: int | None = None, seed: int = 0,
         device="auto", momentum: float = 0.0, weight_decay: float = 0.0, progress: bool = True,
-        callback: Callable[[nn.Module], dict] | None = None, eval_batch_size: int = 8192) -> History:
+        callback: Callable[[nn.Module], dict] | None = None, eval_batch_size: int = 8192
+        ) -> History:
     """Train ``model`` on ``data`` and record a history.
+
+    Each epoch shuffles the training set (by ``seed``) and takes ⌈n / batch_size⌉ steps of
+    the optimizer on the batch loss, the MEAN over the batch.
 
     Args:
         model: maps ``(batch, m)`` features to ``(batch, num_classes)`` outputs.
-        data: a :class:`~deqlib.data.Dataset` (train and test tensors).
-        loss: ``"cross_entropy"`` or ``"square"`` (against one-hot labels); mean over the batch.
-        optimizer: ``"sgd"`` or ``"adam"``, with learning rate ``lr``.
-        epochs: passes over the training set.
+        data: a :class:`~deqlib.data.Dataset` (train and test tensors, checked finite and
+            labelled in range when it was built).
+        loss: ``"square"`` (against one-hot labels) or ``"cross_entropy"``.
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``, with learning rate ``lr``.
+        lr: the step size, > 0 (Python or numpy numbers alike).
+        epochs: passes over the training set (0 only records the start).
         batch_size: mini-batch size; None trains full batch (one step per epoch).
         seed: seeds the shuffling (training with the same seed is reproducible).
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device.
+        momentum: SGD's momentum, >= 0. Adam has none (it has betas): a non-zero momentum
+            with ``optimizer="adam"`` is an error rather than silently ignored.
+        weight_decay: L2 penalty of the optimizer, >= 0.
         progress: show a tqdm progress bar over epochs.
-        callback: called as ``callback(model)`` after every epoch (and before the first);
-            the dict it returns is added to that epoch's row (e.g. ‖S_t‖₂ of a DELM).
+        callback: called as ``callback(model)`` after every epoch (and before the first); the
+            dict it returns is added to that epoch's row (e.g. ‖S_t‖₂ of a DELM, or a DEQ's
+            solver statistics).
+        eval_batch_size: rows per forward when the loss and accuracy are evaluated, >= 1.
     Returns:
         :class:`History` with, per epoch, ``epoch``, ``train_loss``, ``train_acc``,
         ``test_loss``, ``test_acc`` (losses are means over the set) and ``time``
         (seconds of training so far, evaluation excluded).
+    Raises:
+        ValueError: a bad option (named), or a model whose outputs do not match the classes.
+        FloatingPointError: the training loss became NaN or Inf (the step is too large).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}; got loss={loss!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got optimizer={optimizer!r}")
-    if not (isinstance(epochs, int) and epochs >= 0):
-        raise ValueError(f"epochs must be a non-negative integer; got epochs={epochs!r}")
-    if not (lr > 0):
-        raise ValueError(f"lr must be positive; got lr={lr!r}")
-    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer or None (full batch); got {batch_size!r}")
     if not isinstance(data, Dataset):
-        raise TypeError(f"data must be a deqlib.data.Dataset (see deqlib.data.load); got {type(data).__name__}")
+        raise TypeError("data must be a deqlib.data.Dataset (see deqlib.data.load); got "
+                        f"{type(data).__name__}")
+    epochs = _integer("epochs", epochs, minimum=0)
+    seed = _integer("seed", seed, minimum=0)
+    eval_batch_size = _integer("eval_batch_size", eval_batch_size, minimum=1)
+    if batch_size is not None:
+        try:
+            batch_size = _integer("batch_size", batch_size, minimum=1)
+        except ValueError:
+            raise ValueError("batch_size must be a positive integer or None (full batch); "
+                             f"got batch_size={batch_size!r}") from None
+    lr = _real("lr", lr, positive=True)
+    momentum = _real("momentum", momentum)
+    weight_decay = _real("weight_decay", weight_decay)
+    if optimizer == "adam" and momentum != 0:
+        raise ValueError(f"momentum={momentum} applies to SGD only; Adam's momentum is its betas. "
+                         "Use optimizer='sgd', or drop momentum")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(model) -> dict; got {callback!r}")
+    params = list(model.parameters())
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no parameters to train")
 
     dev = resolve_device(device)
-    param = next(model.parameters())
     model.to(dev)
-    data = data.to(dev, dtype=param.dtype)      # the one host-to-device copy
+    data = data.to(dev, dtype=params[0].dtype)      # the one host-to-device copy
+    _check_outputs(model, data.X_train, data.num_classes)
     n = len(data.X_train)
     bs = n if batch_size is None else min(batch_size, n)
     criterion = loss_fn(loss, num_classes=data.num_classes, reduction="mean")
-    opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-           if optimizer == "sgd" else torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay))
+    opt = (torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+           if optimizer == "sgd" else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
     shuffle = torch.Generator(device="cpu").manual_seed(seed)
     history = History()
     elapsed = 0.0
 
     def record(epoch: int) -> None:
         model.eval()
-        chunk = min(eval_batch_size, max(len(data.X_train), len(data.X_test)))
-        tr_loss, tr_acc = _evaluate_mean(model, data.X_train, data.y_train, criterion, chunk)
-        te_loss, te_acc = _evaluate_mean(model, data.X_test, data.y_test, criterion, chunk)
+        tr_loss, tr_acc = _evaluate_mean(model, data.X_train, data.y_train, criterion,
+                                         eval_batch_size)
+        te_loss, te_acc = _evaluate_mean(model, data.X_test, data.y_test, criterion,
+                                         eval_batch_size)
         row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc,
                "test_loss": te_loss, "test_acc": te_acc, "time": elapsed}
         if callback is not None:
-            row.update(callback(model))
+            extra = callback(model)
+            if not isinstance(extra, dict):
+                raise TypeError(f"callback(model) must return a dict of numbers to record; it "
+                                f"returned {type(extra).__name__}")
+            row.update(extra)
         history.rows.append(row)
         model.train()
 
@@ -172,12 +248,14 @@ def fit(model: nn.Module, data: Dataset, *, loss: str = "cross_entropy", optimiz
         batch_loss = batch_loss.detach()
         if not torch.isfinite(batch_loss):
             raise FloatingPointError(
-                f"the training loss became {float(batch_loss)} at epoch {epoch}: lower the learning "
-                f"rate (lr={lr})")
+                f"the training loss became {float(batch_loss)} at epoch {epoch} with lr={lr}. The "
+                "data were checked finite before training, so the steps are too large: lower "
+                "the learning rate")
         record(epoch)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(train_loss=f"{history.last['train_loss']:.4f}", test_acc=f"{history.last['test_acc']:.3f}")
+            bar.set_postfix(train_loss=f"{history.last['train_loss']:.4f}",
+                            test_acc=f"{history.last['test_acc']:.3f}")
     if bar is not None:
         bar.close()
     return history
