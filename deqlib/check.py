@@ -216,38 +216,46 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
+#: Lines longer than this are split, so that no printed check is wider than the book's page.
+WIDTH = 99
+
+
+def _emit(*parts: str) -> None:
+    """Print ``parts`` on one line, or one part per line when that line would be too wide."""
+    line = " ".join(parts)
+    print(line if len(line) <= WIDTH else "\n".join(parts))
+
+
 def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6, **kwargs: Any) -> None:
     """Run the reader's ``fn(*args, **kwargs)`` and print it beside ``expected``.
 
-    Prints one line:
+    Prints:
 
     * ``not done yet (fn raises NotImplementedError); expected: …`` for a stub;
     * ``yours: … expected: … ✓ (relative difference 2.2e-16, tolerance 1e-06)`` when the
       relative difference (see :func:`close`) is within ``tol``, ✗ otherwise (or when the shapes
       differ).
 
-    It never raises for a stub or a wrong answer, so a notebook runs top to bottom before the
-    exercises are done; any other exception from ``fn`` is the reader's bug and propagates.
-    Non-numeric results (strings, …) are compared with ``==``.
+    A line wider than 99 characters is split, one part per line. It never raises for a stub or
+    a wrong answer, so a notebook runs top to bottom before the exercises are done; any other
+    exception from ``fn`` is the reader's bug and propagates. Non-numeric results (strings, …)
+    are compared with ``==``.
     """
     tol = _check_tol(tol)
     name = getattr(fn, "__name__", "your function")
     try:
         yours = fn(*args, **kwargs)
     except NotImplementedError:
-        print(f"not done yet ({name} raises NotImplementedError); expected: {_show(expected)}")
+        _emit(f"not done yet ({name} raises NotImplementedError);", f"expected: {_show(expected)}")
         return
+    mine, theirs = f"yours: {_show(yours)}", f"expected: {_show(expected)}"
     try:
         diff, kind = relative_difference(yours, expected)
     except ValueError as err:
-        print(f"yours: {_show(yours)} expected: {_show(expected)} ✗ ({err})")
+        _emit(mine, theirs, f"✗ ({err})")
         return
     except TypeError:
-        verdict = "✓" if _equal(yours, expected) else "✗"
-        print(f"yours: {_show(yours)} expected: {_show(expected)} {verdict}")
+        _emit(mine, theirs, "✓" if _equal(yours, expected) else "✗")
         return
     verdict = "✓" if diff <= tol else "✗"
-    print(
-        f"yours: {_show(yours)} expected: {_show(expected)} {verdict} "
-        f"({kind} difference {diff:.1e}, tolerance {tol:g})"
-    )
+    _emit(mine, theirs, f"{verdict} ({kind} difference {diff:.1e}, tolerance {tol:g})")

@@ -128,6 +128,18 @@ def test_exercise_marks_right_and_wrong_answers(capsys):
     assert printed(capsys) == "yours: None expected: tensor of shape (8,) with norm 2.82843 ✗"
 
 
+def test_exercise_splits_a_line_wider_than_the_page(capsys):
+    pair = (torch.arange(6.0), torch.ones(7))
+    check.exercise(lambda: pair, expected=pair)
+    lines = printed(capsys).splitlines()
+    assert lines == [
+        "yours: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.64575)",
+        "expected: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.64575)",
+        "✓ (relative difference 0.0e+00, tolerance 1e-06)",
+    ]
+    assert all(len(line) <= check.WIDTH for line in lines)
+
+
 def test_exercise_lets_the_readers_other_bugs_through():
     with pytest.raises(ZeroDivisionError):
         check.exercise(lambda: 1 / 0, expected=1.0)
