@@ -1,20 +1,21 @@
-"""Models: the paper's deep equilibrium linear model, its explicit peers, and a tanh DEQ.
+"""Models: the deep equilibrium linear model (DELM) and its explicit peers.
 
-Notation (the same in every chapter): φ(x) = x the features (m = in_features),
-m_y = out_features, σ(A) = AᵀA / (‖AᵀA‖_F + δ), S = γσ(A), U = (I − S)⁻¹,
-W = B U the end-to-end matrix. W_z, W_x are the tanh DEQ's weights (W and U belong
-to the paper's model).
+Notation (the same in every chapter): φ(x) the features, of dimension m (the width),
+m_y = out_features, σ(A) = AᵀA / (‖AᵀA‖_F + δ), S = γσ(A), U = (I − S)⁻¹, W = BU the
+end-to-end matrix. The formulas live in :mod:`deqlib.functional`; the modules wrap them.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from . import functional as F
 from .implicit import DEQ
 from .solvers import SOLVERS
 
@@ -28,16 +29,38 @@ __all__ = [
 ]
 
 
-def _check_features(name: str, value) -> None:
-    if not (isinstance(value, int) and value >= 1):
+def _check_features(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
+    return int(value)
 
 
-def _check_input(x: Tensor, in_features: int, model: str) -> None:
+def _check_input(
+    x: Tensor, in_features: int, model: str, dtype: torch.dtype | None = None
+) -> None:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{model} expects a torch.Tensor of shape (batch, {in_features}); got {type(x).__name__}")
+        raise TypeError(
+            f"{model} expects a torch.Tensor of shape (batch, {in_features}); "
+            f"got {type(x).__name__}"
+        )
     if x.dim() != 2 or x.shape[1] != in_features:
-        raise ValueError(f"{model} expects input of shape (batch, {in_features}); got {tuple(x.shape)}")
+        raise ValueError(
+            f"{model} expects input of shape (batch, {in_features}); got {tuple(x.shape)}"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{model} has {dtype} parameters but the input is {x.dtype}: "
+            f"convert the input with x.to({dtype})"
+        )
+
+
+def _check_float_dtype(model: str, dtype: torch.dtype | None) -> None:
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if dtype not in F.DTYPES:
+        raise TypeError(
+            f"{model} computes in float32 or float64 (the Cholesky factorisation has "
+            f"no half-precision or integer kernel); got dtype={dtype}"
+        )
 
 
 def _gaussian(shape, std: float, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -45,54 +68,7 @@ def _gaussian(shape, std: float, generator: torch.Generator | None, like: Tensor
     return (out * std).to(like.device)
 
 
-# ----------------------------------------------------------------------------- the paper's model
-
-
-class _DELMClosedForm(torch.autograd.Function):
-    """out = X U Bᵀ with U = (I − γσ(A))⁻¹, and a backward written from the gradient formulas.
-
-    Forward: C = AᵀA, N = ‖C‖_F, I − S = LLᵀ (Cholesky; I − S is symmetric positive
-    definite because S is PSD with ‖S‖₂ < γ < 1), V = U Bᵀ by one solve with m_y
-    right-hand sides, out = X V.
-    Backward (MATH.md §2), with Ĝ = ∂ℓ/∂out and G = Ĝᵀ X = ∇ℒ(W):
-        ∂X = Ĝ Vᵀ,   P = U Gᵀ (one more solve),   ∂B = Pᵀ = G U,
-        M = γ V Pᵀ (rank m_y, never formed),
-        ∂A = A(K + Kᵀ) = γ[(A V)Pᵀ + (A P)Vᵀ]/(N + δ) − 2 ⟨M, C⟩/(N (N + δ)²) · A C.
-    A C = AAᵀA is the one further m×m product; at A = 0 the last term is 0 (not 0/0).
-    """
-
-    @staticmethod
-    def forward(ctx, X, A, B, gamma, delta):
-        C = A.T @ A
-        N = torch.linalg.matrix_norm(C)
-        eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-        try:
-            L = torch.linalg.cholesky(eye - (gamma / (N + delta)) * C)
-        except torch.linalg.LinAlgError as err:
-            # I − S is positive definite for every finite A: this means A is not finite.
-            raise FloatingPointError(
-                "DeepEquilibriumLinear: I − γσ(A) could not be factorised, so A holds NaN or Inf "
-                "(training diverged: lower the learning rate)") from err
-        V = torch.cholesky_solve(B.T.contiguous(), L)            # (m, m_y) = U Bᵀ
-        ctx.save_for_backward(X, A, C, N, L, V)
-        ctx.gamma, ctx.delta = gamma, delta
-        return X @ V
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        X, A, C, N, L, V = ctx.saved_tensors
-        gamma, delta = ctx.gamma, ctx.delta
-        gX = grad_out @ V.T if ctx.needs_input_grad[0] else None
-        G = grad_out.T @ X                                        # (m_y, m) = ∇ℒ(W)
-        P = torch.cholesky_solve(G.T.contiguous(), L)             # (m, m_y) = U Gᵀ
-        gB = P.T if ctx.needs_input_grad[2] else None
-        gA = None
-        if ctx.needs_input_grad[1]:
-            inner = gamma * ((C @ V) * P).sum()                  # ⟨M, C⟩ = γ⟨V Pᵀ, C⟩
-            coef = inner / (N.clamp_min(torch.finfo(N.dtype).tiny) * (N + delta) ** 2)
-            gA = (gamma / (N + delta)) * ((A @ V) @ P.T + (A @ P) @ V.T) - (2 * coef) * (A @ C)
-        return gX, gA, gB, None, None
+# --- the paper's model
 
 
 class DeepEquilibriumLinear(nn.Module):
@@ -105,112 +81,205 @@ class DeepEquilibriumLinear(nn.Module):
         \sigma(A) = \frac{A^\top A}{\lVert A^\top A\rVert_F + \delta}, \qquad
         f(x) = B z^*,
 
-    with z* = U φ(x), U = (I − γσ(A))⁻¹, so f(x) = W φ(x) with W = B U. S = γσ(A) is
+    with z* = Uφ(x), U = (I − γσ(A))⁻¹, so f(x) = Wφ(x) with W = BU. S = γσ(A) is
     symmetric PSD with ‖S‖₂ < γ < 1: the equilibrium exists, is unique, and Picard
-    iteration converges from any start. φ is the identity.
+    iteration converges from any start. The exact form of σ(A) is the book's
+    reconstruction (see :mod:`deqlib.functional`).
+
+    The features: without ``width``, φ is the identity and the width m is
+    ``in_features``. With ``width=m``, φ(x) = Rx with a fixed Gaussian R of shape
+    (m, in_features), entries N(0, 1/in_features) (so each coordinate of φ(x) has the size
+    of x's), drawn once from ``generator`` and kept as the buffer ``R``: it is saved in the
+    ``state_dict`` and never trained. Then m may be smaller than m_y and than the number
+    of samples, the regime of the convergence theorem.
 
     The default forward (``solver="cholesky"``) never iterates: one Cholesky
     factorisation of I − S and m_y right-hand sides give every prediction in the batch,
-    and its backward is written from the closed-form gradients. ``solver="picard"``,
-    ``"anderson"`` or ``"broyden"`` instead solve z = Sz + x iteratively with
+    and its backward is written from the closed-form gradients
+    (:func:`~deqlib.functional.deep_equilibrium_linear`). ``solver="picard"``,
+    ``"anderson"`` or ``"broyden"`` instead solve z = Sz + φ(x) with
     :class:`~deqlib.implicit.DEQ` and its implicit backward; both paths agree.
 
     Args:
-        in_features: m, the width (= input dimension, since φ is the identity).
+        in_features: the input dimension.
         out_features: m_y.
-        gamma: γ in (0, 1).
+        width: m, the dimension of φ(x); ``None`` (default) makes φ the identity.
+        gamma: γ in (0, 1) (a Python or numpy number).
         delta: δ > 0.
         solver: ``"cholesky"`` (closed form) or a fixed-point solver's name.
-        solver_options: options for :class:`~deqlib.implicit.DEQ` when iterating.
+        tol, max_iter, backward: the iterative solve's stopping rule and backward mode, as in
+            :class:`~deqlib.implicit.DEQ` (defaults 1e-6, 100, ``"implicit"``). Refused with
+            ``solver="cholesky"``, where nothing iterates.
+        solver_options: the solver's own options (e.g. ``{"memory": 5}`` for Anderson), as
+            in :class:`~deqlib.implicit.DEQ`. Refused with ``solver="cholesky"``.
+        callback: called as ``callback(result, phase)`` after each solve of the iterative
+            path (see :class:`~deqlib.implicit.DEQ`).
         init: ``"gaussian"`` or ``"low_rank"`` (see :meth:`reset_parameters`).
-        generator: optional ``torch.Generator`` for the initialisation.
+        generator: optional ``torch.Generator`` for R and the initialisation.
+        dtype: float32 or float64 (half precision and integers are refused).
 
     Shape:
-        input ``(batch, in_features)``, output ``(batch, out_features)``.
+        input ``(batch, in_features)``, output ``(batch, out_features)``;
+        A ``(m, m)``, B ``(out_features, m)``, R ``(m, in_features)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, gamma: float = 0.8, delta: float = 1e-6,
-                 solver: str = "cholesky", solver_options: dict | None = None, init: str = "gaussian",
-                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
-                 device=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        width: int | None = None,
+        gamma: float = 0.8,
+        delta: float = 1e-6,
+        solver: str = "cholesky",
+        tol: float | None = None,
+        max_iter: int | None = None,
+        backward: str | None = None,
+        solver_options: dict | None = None,
+        callback: Callable | None = None,
+        init: str = "gaussian",
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device=None,
+    ):
         super().__init__()
-        _check_features("in_features", in_features)
-        _check_features("out_features", out_features)
-        if not (isinstance(gamma, (int, float)) and 0 < gamma < 1):
-            raise ValueError(f"gamma must lie in (0, 1) so that the equilibrium exists; got gamma={gamma!r}")
-        if not (isinstance(delta, (int, float)) and delta > 0 and math.isfinite(delta)):
-            raise ValueError(f"delta must be a positive number (it keeps σ(A) finite at A = 0); got delta={delta!r}")
+        in_features = _check_features("in_features", in_features)
+        out_features = _check_features("out_features", out_features)
+        m = in_features if width is None else _check_features("width", width)
+        gamma, delta = F.check_constants(gamma, delta)
+        _check_float_dtype("DeepEquilibriumLinear", dtype)
         if solver != "cholesky" and solver not in SOLVERS:
-            raise ValueError(f"solver must be 'cholesky' or one of {sorted(SOLVERS)}; got solver={solver!r}")
-        self.in_features, self.out_features = in_features, out_features
-        self.gamma, self.delta, self.solver = float(gamma), float(delta), solver
+            raise ValueError(
+                f"solver must be 'cholesky' or one of {sorted(SOLVERS)}; got solver={solver!r}"
+            )
+        self.in_features, self.out_features, self.width = in_features, out_features, m
+        self.gamma, self.delta, self.solver = gamma, delta, solver
         factory = {"dtype": dtype, "device": device}
-        self.A = nn.Parameter(torch.empty(in_features, in_features, **factory))
-        self.B = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        R = None
+        if width is not None:  # drawn before A and B, so a model without width is unchanged
+            R = _gaussian(
+                (m, in_features), 1 / math.sqrt(in_features), generator, torch.empty(0, **factory)
+            )
+        self.register_buffer("R", R)  # None: absent from the state_dict
+        self.A = nn.Parameter(torch.empty(m, m, **factory))
+        self.B = nn.Parameter(torch.empty(out_features, m, **factory))
         self.reset_parameters(generator=generator, init=init)
-        self.deq = None
-        if solver != "cholesky":
-            opts = dict(solver_options or {})
-            self.deq = DEQ(self._equilibrium_map, solver=solver, **opts)
+        self.deq = self._make_deq(tol, max_iter, backward, solver_options, callback)
 
-    def reset_parameters(self, *, generator: torch.Generator | None = None, init: str = "gaussian") -> None:
+    def _make_deq(self, tol, max_iter, backward, solver_options, callback) -> DEQ | None:
+        given = {
+            name: value
+            for name, value in (
+                ("tol", tol),
+                ("max_iter", max_iter),
+                ("backward", backward),
+                ("solver_options", solver_options),
+                ("callback", callback),
+            )
+            if value is not None
+        }
+        if self.solver == "cholesky":
+            if given:
+                raise TypeError(
+                    f"{sorted(given)} configure an iterative solve, but "
+                    f"solver='cholesky' never iterates: drop them, or choose "
+                    f"solver='picard', 'anderson' or 'broyden'"
+                )
+            return None
+        options = dict(solver_options or {})
+        for name in ("tol", "max_iter", "backward"):
+            if name in options:
+                raise TypeError(
+                    f"solver_options holds the solver's own options; pass {name}= "
+                    f"as a keyword of DeepEquilibriumLinear instead"
+                )
+        kwargs = {"callback": callback} if callback is not None else {}
+        return DEQ(
+            self._equilibrium_map,
+            solver=self.solver,
+            backward="implicit" if backward is None else backward,
+            tol=1e-6 if tol is None else tol,
+            max_iter=100 if max_iter is None else max_iter,
+            solver_options=options,
+            **kwargs,
+        )
+
+    def reset_parameters(
+        self, *, generator: torch.Generator | None = None, init: str = "gaussian"
+    ) -> None:
         """Draw A and B ~ N(0, 1/m) entrywise; never A = 0, which is a stationary point.
 
-        ``init="gaussian"`` keeps that A: ‖S‖₂ is then small at large m (about 0.08 at
-        m = 784 with γ = 0.8, since σ is scale-invariant and a Gaussian AᵀA spreads its
-        spectrum), so U ≈ I and the model starts as almost the linear model.
+        ``init="gaussian"`` keeps that A: ‖S‖₂ is then small at large m (since σ is
+        scale-invariant and a Gaussian AᵀA spreads its spectrum, ‖S‖₂ shrinks like 1/√m),
+        so U ≈ I and the model starts as almost the linear model.
         ``init="low_rank"`` replaces A by a rank-one matrix plus 1% of that Gaussian noise:
         AᵀA then has one dominant eigenvalue and ‖S‖₂ is close to γ, so the equilibrium
-        matters from the first step.
+        matters from the first step. R (the features) is never redrawn.
         """
         if init not in ("gaussian", "low_rank"):
             raise ValueError(f"init must be 'gaussian' or 'low_rank'; got init={init!r}")
-        std = 1 / math.sqrt(self.in_features)
+        std = 1 / math.sqrt(self.width)
         with torch.no_grad():
             A = _gaussian(self.A.shape, std, generator, self.A)
             if init == "low_rank":
-                u = _gaussian((self.in_features, 1), std, generator, self.A)
-                v = _gaussian((1, self.in_features), 1.0, generator, self.A)
+                u = _gaussian((self.width, 1), std, generator, self.A)
+                v = _gaussian((1, self.width), 1.0, generator, self.A)
                 A = u @ v + 0.01 * A
             self.A.copy_(A)
             self.B.copy_(_gaussian(self.B.shape, std, generator, self.B))
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"gamma={self.gamma}, delta={self.delta:g}, solver={self.solver!r}")
+        width = "" if self.R is None else f", width={self.width}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}{width}, "
+            f"gamma={self.gamma}, delta={self.delta:g}, solver={self.solver!r}"
+        )
 
     # the quantities of the theory, each differentiable
+    def features(self, x: Tensor) -> Tensor:
+        """φ(x): ``x @ R.T`` with a width, else x itself. Shape (batch, m)."""
+        _check_input(x, self.in_features, "DeepEquilibriumLinear", self.A.dtype)
+        return x if self.R is None else x @ self.R.T
+
     def sigma(self) -> Tensor:
         """σ(A) = AᵀA / (‖AᵀA‖_F + δ), shape (m, m)."""
-        C = self.A.T @ self.A
-        return C / (torch.linalg.matrix_norm(C) + self.delta)
+        return F.sigma(self.A, self.delta)
 
     def S(self) -> Tensor:
         """S = γσ(A): symmetric PSD, ‖S‖₂ < γ."""
-        return self.gamma * self.sigma()
+        return F.equilibrium_weight(self.A, self.gamma, self.delta)
 
     def U(self) -> Tensor:
         """U = (I − S)⁻¹: symmetric, eigenvalues in [1, 1/(1 − γ)). Forms an m×m inverse."""
-        eye = torch.eye(self.in_features, dtype=self.A.dtype, device=self.A.device)
-        return torch.linalg.inv(eye - self.S())
+        return F.equilibrium_matrix(self.A, self.gamma, self.delta)
 
     def end_to_end(self) -> Tensor:
-        """W = B U, shape (m_y, m): the model is the linear map x ↦ W x."""
-        eye = torch.eye(self.in_features, dtype=self.A.dtype, device=self.A.device)
-        return torch.linalg.solve(eye - self.S(), self.B.T).T   # U symmetric: (U Bᵀ)ᵀ
+        """W = BU, shape (m_y, m): the model is the linear map φ(x) ↦ Wφ(x)."""
+        return F.end_to_end(self.A, self.B, self.gamma, self.delta)
 
     @staticmethod
     def _equilibrium_map(z: Tensor, context: tuple[Tensor, Tensor]) -> Tensor:
-        S, x = context
-        return z @ S + x                 # rows: z ↦ S z + φ(x), S symmetric
+        S, features = context
+        return F.delm_map(z, S, features)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.in_features, "DeepEquilibriumLinear")
+        Phi = self.features(x)
         if self.deq is None:
-            return _DELMClosedForm.apply(x, self.A, self.B, self.gamma, self.delta)
-        # S is formed once per forward, not at every iteration of the solver
-        z = self.deq((self.S(), x), torch.zeros_like(x))
-        return z @ self.B.T
+            return F.deep_equilibrium_linear(Phi, self.A, self.B, self.gamma, self.delta)
+        if Phi.shape[0] == 0:  # an empty batch has an empty equilibrium
+            return Phi @ self.B.T
+        F.check_finite_features(Phi)  # before the solver, which would only see NaN
+        S = self.S()  # formed once per forward, not at every iteration
+        if not bool(torch.isfinite(S).all()):
+            raise FloatingPointError(
+                "DeepEquilibriumLinear: A holds NaN or Inf, or is so large "
+                "that AᵀA overflows (if training diverged, lower the "
+                "learning rate)"
+            )
+        z = self.deq((S, Phi), torch.zeros_like(Phi))
+        out = z @ self.B.T
+        F.check_finite_output(out, Phi, self.A, self.B)
+        return out
 
 
 class LinearModel(nn.Module):
@@ -219,8 +288,15 @@ class LinearModel(nn.Module):
     Shape: input ``(batch, in_features)``, output ``(batch, out_features)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, generator: torch.Generator | None = None,
-                 dtype: torch.dtype | None = None, device=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device=None,
+    ):
         super().__init__()
         _check_features("in_features", in_features)
         _check_features("out_features", out_features)
@@ -230,10 +306,12 @@ class LinearModel(nn.Module):
             self.W.copy_(_gaussian(self.W.shape, 1 / math.sqrt(in_features), generator, self.W))
 
     @classmethod
-    def from_matrix(cls, W: Tensor) -> "LinearModel":
+    def from_matrix(cls, W: Tensor) -> LinearModel:
         """A linear model computing x ↦ W x: start it from another model's function."""
         if W.dim() != 2:
-            raise ValueError(f"W must be a matrix (out_features, in_features); got shape {tuple(W.shape)}")
+            raise ValueError(
+                f"W must be a matrix (out_features, in_features); got shape {tuple(W.shape)}"
+            )
         model = cls(W.shape[1], W.shape[0], dtype=W.dtype, device=W.device)
         with torch.no_grad():
             model.W.copy_(W)
@@ -258,15 +336,29 @@ class DeepLinearNetwork(nn.Module):
     Initialisation: W_l ~ N(0, 1/fan_in) entrywise.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, depth: int = 2, width: int | None = None,
-                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None, device=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        depth: int = 2,
+        width: int | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device=None,
+    ):
         super().__init__()
         _check_features("in_features", in_features)
         _check_features("out_features", out_features)
         _check_features("depth", depth)
         width = in_features if width is None else width
         _check_features("width", width)
-        self.in_features, self.out_features, self.depth, self.width = in_features, out_features, depth, width
+        self.in_features, self.out_features, self.depth, self.width = (
+            in_features,
+            out_features,
+            depth,
+            width,
+        )
         dims = [in_features] + [width] * (depth - 1) + [out_features]
         self.weights = nn.ParameterList()
         for fan_in, fan_out in zip(dims[:-1], dims[1:]):
@@ -276,8 +368,10 @@ class DeepLinearNetwork(nn.Module):
             self.weights.append(w)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"depth={self.depth}, width={self.width}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"depth={self.depth}, width={self.width}"
+        )
 
     def end_to_end(self) -> Tensor:
         W = self.weights[0]
@@ -292,7 +386,7 @@ class DeepLinearNetwork(nn.Module):
         return x
 
 
-# ----------------------------------------------------------------------------- a nonlinear DEQ
+# --- a nonlinear DEQ
 
 
 class TanhDEQ(nn.Module):
@@ -313,17 +407,31 @@ class TanhDEQ(nn.Module):
         input ``(batch, in_features)``, output ``(batch, out_features or width)``.
     """
 
-    def __init__(self, in_features: int, width: int, out_features: int | None = None, *,
-                 max_norm: float | None = 0.9, solver: str = "anderson", backward: str = "implicit",
-                 tol: float = 1e-6, max_iter: int = 100, solver_options: dict | None = None,
-                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None, device=None):
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        out_features: int | None = None,
+        *,
+        max_norm: float | None = 0.9,
+        solver: str = "anderson",
+        backward: str = "implicit",
+        tol: float = 1e-6,
+        max_iter: int = 100,
+        solver_options: dict | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device=None,
+    ):
         super().__init__()
         _check_features("in_features", in_features)
         _check_features("width", width)
         if out_features is not None:
             _check_features("out_features", out_features)
         if max_norm is not None and not (0 < max_norm < 1):
-            raise ValueError(f"max_norm must lie in (0, 1) (a contraction) or be None; got max_norm={max_norm!r}")
+            raise ValueError(
+                f"max_norm must lie in (0, 1) (a contraction) or be None; got max_norm={max_norm!r}"
+            )
         self.in_features, self.width, self.max_norm = in_features, width, max_norm
         factory = {"dtype": dtype, "device": device}
         self.W_z = nn.Parameter(torch.empty(width, width, **factory))
@@ -331,10 +439,20 @@ class TanhDEQ(nn.Module):
         self.b = nn.Parameter(torch.zeros(width, **factory))
         with torch.no_grad():
             self.W_z.copy_(_gaussian(self.W_z.shape, 0.5 / math.sqrt(width), generator, self.W_z))
-            self.W_x.copy_(_gaussian(self.W_x.shape, 1 / math.sqrt(in_features), generator, self.W_x))
-        self.readout = nn.Linear(width, out_features, **factory) if out_features is not None else None
-        self.deq = DEQ(self._map, solver=solver, backward=backward, tol=tol, max_iter=max_iter,
-                       solver_options=solver_options)
+            self.W_x.copy_(
+                _gaussian(self.W_x.shape, 1 / math.sqrt(in_features), generator, self.W_x)
+            )
+        self.readout = (
+            nn.Linear(width, out_features, **factory) if out_features is not None else None
+        )
+        self.deq = DEQ(
+            self._map,
+            solver=solver,
+            backward=backward,
+            tol=tol,
+            max_iter=max_iter,
+            solver_options=solver_options,
+        )
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, width={self.width}, max_norm={self.max_norm}"
@@ -356,7 +474,7 @@ class TanhDEQ(nn.Module):
     @staticmethod
     def _map(z: Tensor, context: tuple[Tensor, Tensor]) -> Tensor:
         W_z, injection = context
-        return torch.tanh(z @ W_z.T + injection)
+        return F.tanh_map(z, W_z, injection)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.in_features, "TanhDEQ")
@@ -367,7 +485,7 @@ class TanhDEQ(nn.Module):
         return z if self.readout is None else self.readout(z)
 
 
-# ----------------------------------------------------------------------------- the pinned reference problem
+# --- the pinned reference problem
 
 
 @dataclass
@@ -380,18 +498,28 @@ class ReferenceProblem:
     rho: float
 
     def f(self, z: Tensor) -> Tensor:
-        return torch.tanh(z @ self.W_z.T + self.x @ self.W_x.T)
+        return F.tanh_map(z, self.W_z, self.x @ self.W_x.T)
 
     def z0(self) -> Tensor:
         return torch.zeros_like(self.x)
 
-    def to(self, *args, **kwargs) -> "ReferenceProblem":
-        return ReferenceProblem(self.W_z.to(*args, **kwargs), self.W_x.to(*args, **kwargs),
-                                self.x.to(*args, **kwargs), self.rho)
+    def to(self, *args, **kwargs) -> ReferenceProblem:
+        return ReferenceProblem(
+            self.W_z.to(*args, **kwargs),
+            self.W_x.to(*args, **kwargs),
+            self.x.to(*args, **kwargs),
+            self.rho,
+        )
 
 
-def reference_tanh_problem(rho: float = 0.99, *, batch: int = 64, width: int = 256,
-                           dtype: torch.dtype = torch.float64, device=None) -> ReferenceProblem:
+def reference_tanh_problem(
+    rho: float = 0.99,
+    *,
+    batch: int = 64,
+    width: int = 256,
+    dtype: torch.dtype = torch.float64,
+    device=None,
+) -> ReferenceProblem:
     """Draw the pinned reference problem: W_z has spectral radius ``rho`` (not a 2-norm contraction).
 
     With ``torch.Generator().manual_seed(0)``, in float64 and in this order:
@@ -406,4 +534,3 @@ def reference_tanh_problem(rho: float = 0.99, *, batch: int = 64, width: int = 2
     x = 0.1 * torch.randn(batch, width, generator=g, dtype=torch.float64)
     W_z = G / torch.linalg.eigvals(G).abs().max() * rho
     return ReferenceProblem(W_z, W_x, x, rho).to(dtype=dtype, device=device)
-

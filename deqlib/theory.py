@@ -1,61 +1,119 @@
-"""The quantities of the convergence theory of deep equilibrium linear models (MATH.md §1–§3).
+r"""The quantities of the convergence theory of deep equilibrium linear models.
 
-Conventions of the theory (column-major, as in the paper): Φ ∈ R^{m×n} holds the
-features as columns, Y ∈ R^{m_y×n} the targets; W = B U; the loss is the SUM over
-samples, L(A, B) = ℒ(BU) with ℒ(W) = Σ_i ℓ(W φ(x_i), y_i). Rows-as-samples tensors
-from :mod:`deqlib.data` are ``X = Φᵀ``.
+Conventions (used by every function here):
+
+* Features as COLUMNS: Φ = [φ(x_1) … φ(x_n)] ∈ ℝ^{m×n} and targets Y ∈ ℝ^{m_y×n}. The
+  library's tensors hold samples as rows, so for a model ``Phi = model.features(X).T``
+  (with a ``width``, Φ = φ(X)ᵀ = RXᵀ; without one, Φ = Xᵀ) and ``Y = Y_rows.T``.
+* The loss is a SUM over samples: L(A, B) = ℒ(BU) with ℒ(W) = Σ_i ℓ(Wφ(x_i), y_i)
+  (torch's default mean would rescale the PL constant and time by n).
+* vec is ROW-MAJOR: vec(W) stacks the rows of W (``W.reshape(-1)``), so
+  vec(XYZ) = (X ⊗ Zᵀ) vec(Y). In this convention the B-channel of the preconditioner is
+  I_{m_y} ⊗ UᵀU and the Hessian of the square loss is 2 I_{m_y} ⊗ ΦΦᵀ.
+* Singular values are written s_min(·), s_max(·); σ(A) is the weight nonlinearity.
+
+σ(A), S, U = (I − S)⁻¹, W = BU and the gradients ∂L/∂A, ∂L/∂B are the formulas of
+:mod:`deqlib.functional`; they can also be reached from here (``theory.end_to_end`` is
+``functional.end_to_end``), so that a chapter imports one module.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from .functional import (
+    LOSSES,
+    check_constants,
+    check_parameters,
+    delm_gradients,
+    end_to_end,
+    equilibrium_matrix,
+    sigma,
+)
+
 __all__ = [
-    "sigma", "equilibrium_matrix", "end_to_end", "delm_gradients", "shallow_loss", "shallow_gradient",
-    "shallow_hessian", "square_loss", "optimum_square_loss", "optimum_cross_entropy",
-    "pl_constant_square", "sigma_min_U_squared", "preconditioner", "FlowRecord", "gradient_flow",
-    "linear_gradient_flow", "delm_gradient_descent", "solve_trust_region", "TrustRegionCheck", "trust_region_check",
+    "shallow_loss",
+    "shallow_gradient",
+    "shallow_hessian",
+    "square_loss",
+    "optimum_square_loss",
+    "optimum_cross_entropy",
+    "pl_constant_square",
+    "s_min_U_squared",
+    "jacobian",
+    "preconditioner",
+    "FlowRecord",
+    "gradient_flow",
+    "linear_gradient_flow",
+    "delm_gradient_descent",
+    "solve_trust_region",
+    "TrustRegionCheck",
+    "trust_region_check",
 ]
 
-LOSSES = ("square", "cross_entropy")
+# re-exported from deqlib.functional (documented there): a chapter needs only `theory`
+_FROM_FUNCTIONAL = (LOSSES, sigma, equilibrium_matrix, end_to_end, delm_gradients)
 
 
-def _check_gamma_delta(gamma: float, delta: float) -> None:
-    if not (0 < gamma < 1):
-        raise ValueError(f"gamma must lie in (0, 1) so that the equilibrium exists; got gamma={gamma!r}")
-    if not (delta > 0):
-        raise ValueError(f"delta must be positive; got delta={delta!r}")
+def _check_data(Phi: Tensor, Y: Tensor, *, m: int | None = None, m_y: int | None = None) -> None:
+    """Φ (m, n) and Y (m_y, n), features and targets as columns."""
+    for name, t in (("Phi", Phi), ("Y", Y)):
+        if not isinstance(t, Tensor) or t.dim() != 2:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a matrix with one column per sample; got {got}")
+    if Phi.shape[1] != Y.shape[1]:
+        raise ValueError(
+            f"Phi (m×n) and Y (m_y×n) must have one column per sample each; got "
+            f"Phi {tuple(Phi.shape)} and Y {tuple(Y.shape)} (rows as samples? "
+            f"pass the transposes)"
+        )
+    if m is not None and Phi.shape[0] != m:
+        raise ValueError(
+            f"Phi must have m = {m} rows (one per feature) to fit the weights; got "
+            f"Phi {tuple(Phi.shape)} (rows as samples? pass Phi = features.T)"
+        )
+    if m_y is not None and Y.shape[0] != m_y:
+        raise ValueError(
+            f"Y must have m_y = {m_y} rows to fit the weights; got Y {tuple(Y.shape)}"
+        )
 
 
-def sigma(A: Tensor, delta: float) -> Tensor:
-    """σ(A) = AᵀA / (‖AᵀA‖_F + δ)."""
-    C = A.T @ A
-    return C / (torch.linalg.matrix_norm(C) + delta)
+def _check_step(eta, steps, record_every) -> tuple[float, int, int]:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta < math.inf:
+        raise ValueError(
+            f"eta, the step of gradient descent, must be a positive number "
+            f"(a negative step climbs the loss); got eta={eta!r}"
+        )
+    for name, value, low in (("steps", steps, 0), ("record_every", record_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {name}={value!r}")
+    return float(eta), int(steps), int(record_every)
 
 
-def equilibrium_matrix(A: Tensor, gamma: float, delta: float) -> Tensor:
-    """U = (I − γσ(A))⁻¹, the map from φ(x) to the equilibrium z* = U φ(x)."""
-    _check_gamma_delta(gamma, delta)
-    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    return torch.linalg.inv(eye - gamma * sigma(A, delta))
+def s_min_U_squared(A: Tensor, gamma: float, delta: float) -> Tensor:
+    """s_min(U)², U's smallest singular value squared: ≥ 1 for every A.
 
-
-def sigma_min_U_squared(A: Tensor, gamma: float, delta: float) -> Tensor:
-    """σ_min(U)², which is ≥ 1 for every A (U's eigenvalues lie in [1, 1/(1 − γ)))."""
+    U is symmetric with eigenvalues in [1, 1/(1 − γ)), so s_min(U) = λ_min(U) ≥ 1.
+    """
     return torch.linalg.svdvals(equilibrium_matrix(A, gamma, delta)).min() ** 2
 
 
 def square_loss(W: Tensor, Phi: Tensor, Y: Tensor) -> Tensor:
     """ℒ(W) = ‖WΦ − Y‖_F² (a sum over samples)."""
-    return (W @ Phi - Y).pow(2).sum()
+    return shallow_loss(W, Phi, Y, "square")
 
 
 def optimum_square_loss(Phi: Tensor, Y: Tensor) -> Tensor:
-    """ℒ* = min_W ‖WΦ − Y‖_F² = ‖Y(I − Π_Φ)‖_F², Π_Φ the projector on Φ's row space."""
+    """ℒ* = min_W ‖WΦ − Y‖_F² = ‖Y(I − Π_Φ)‖_F², Π_Φ the projector on Φ's row space.
+
+    With Φ = φ(X)ᵀ this is the least-squares optimum on the features (any width).
+    """
+    _check_data(Phi, Y)
     W_star = torch.linalg.lstsq(Phi.T, Y.T).solution.T
     return square_loss(W_star, Phi, Y)
 
@@ -70,40 +128,7 @@ def pl_constant_square(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
     return 2 * eig[eig > rtol * eig.max()].min()
 
 
-def delm_gradients(A: Tensor, B: Tensor, G: Tensor, gamma: float, delta: float) -> tuple[Tensor, Tensor]:
-    """∂L/∂A and ∂L/∂B of L(A, B) = ℒ(BU), given G = ∇ℒ(W) at W = BU (MATH.md §2).
-
-        ∂L/∂B = G Uᵀ,
-        M = γ Uᵀ Bᵀ G Uᵀ                       (= ∂L/∂σ: the adjoint of the equilibrium),
-        ∂L/∂A = A (K + Kᵀ),   K = M/(N + δ) − ⟨M, C⟩/(N (N + δ)²) · C,
-
-    with C = AᵀA and N = ‖C‖_F. At A = 0 both terms of K vanish (the second is 0/0
-    and is taken as 0), so ∂L/∂A = 0 there.
-
-    Args:
-        A: (m, m); B: (m_y, m); G: (m_y, m).
-    Returns:
-        (∂L/∂A, ∂L/∂B).
-    """
-    _check_gamma_delta(gamma, delta)
-    U = equilibrium_matrix(A, gamma, delta)
-    grad_B = G @ U.T
-    M = gamma * U.T @ B.T @ G @ U.T
-    C = A.T @ A
-    N = torch.linalg.matrix_norm(C)
-    K = M / (N + delta)
-    if N > 0:
-        K = K - ((M * C).sum() / (N * (N + delta) ** 2)) * C
-    return A @ (K + K.T), grad_B
-
-
-# ----------------------------------------------------------------------------- the shallow objective
-
-
-def end_to_end(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
-    """W = B U = B (I − γσ(A))⁻¹, differentiable in A and B (a solve, no explicit inverse)."""
-    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    return torch.linalg.solve(eye - gamma * sigma(A, delta), B.T).T    # U symmetric: (U Bᵀ)ᵀ
+# --- the shallow objective
 
 
 def _check_loss(loss: str) -> None:
@@ -111,12 +136,21 @@ def _check_loss(loss: str) -> None:
         raise ValueError(f"loss must be one of {LOSSES}; got loss={loss!r}")
 
 
-def shallow_loss(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Tensor:
-    """ℒ(W) = Σ_i ℓ(W φ(x_i), y_i): ‖WΦ − Y‖_F² or softmax cross-entropy (Y one-hot columns)."""
+def _check_shallow(W: Tensor, Phi: Tensor, Y: Tensor, loss: str) -> None:
     _check_loss(loss)
-    if W.shape[1] != Phi.shape[0] or W.shape[0] != Y.shape[0] or Phi.shape[1] != Y.shape[1]:
-        raise ValueError(f"shapes do not fit: W {tuple(W.shape)}, Φ {tuple(Phi.shape)} (m×n), "
-                         f"Y {tuple(Y.shape)} (m_y×n)")
+    _check_data(Phi, Y)
+    if not isinstance(W, Tensor) or W.dim() != 2 or W.shape != (Y.shape[0], Phi.shape[0]):
+        got = tuple(W.shape) if isinstance(W, Tensor) else type(W).__name__
+        raise ValueError(
+            f"shapes do not fit: W must be (m_y, m) = ({Y.shape[0]}, {Phi.shape[0]}) "
+            f"for Φ {tuple(Phi.shape)} (m×n) and Y {tuple(Y.shape)} (m_y×n); "
+            f"got W {got}"
+        )
+
+
+def shallow_loss(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Tensor:
+    """ℒ(W) = Σ_i ℓ(Wφ(x_i), y_i): ‖WΦ − Y‖_F² or softmax cross-entropy (Y one-hot columns)."""
+    _check_shallow(W, Phi, Y, loss)
     Q = W @ Phi
     if loss == "square":
         return (Q - Y).pow(2).sum()
@@ -124,8 +158,8 @@ def shallow_loss(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Ten
 
 
 def shallow_gradient(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Tensor:
-    """G = ∇ℒ(W) = R Φᵀ, R = 2(WΦ − Y) (square) or softmax(WΦ) − Y (cross-entropy)."""
-    _check_loss(loss)
+    """G = ∇ℒ(W) = RΦᵀ, R = 2(WΦ − Y) (square) or softmax(WΦ) − Y (cross-entropy)."""
+    _check_shallow(W, Phi, Y, loss)
     Q = W @ Phi
     R = 2 * (Q - Y) if loss == "square" else torch.softmax(Q, dim=0) - Y
     return R @ Phi.T
@@ -135,35 +169,37 @@ def shallow_hessian(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> 
     """∇²ℒ(W) as a dense (m_y·m)×(m_y·m) matrix in the row-major vec of W.
 
     Square loss: the constant 2 (I_{m_y} ⊗ ΦΦᵀ). Cross-entropy:
-    Σ_j (diag(p_j) − p_j p_jᵀ) ⊗ φ_j φ_jᵀ with p_j = softmax(W φ_j).
+    Σ_j (diag(p_j) − p_j p_jᵀ) ⊗ φ_j φ_jᵀ with p_j = softmax(Wφ_j).
     """
-    _check_loss(loss)
+    _check_shallow(W, Phi, Y, loss)
     m_y, m = W.shape
     if loss == "square":
         return torch.kron(torch.eye(m_y, dtype=W.dtype, device=W.device), 2 * Phi @ Phi.T)
-    # Σ_j (diag(p_j) − p_j p_jᵀ) ⊗ φ_j φ_jᵀ with p_j = softmax(W φ_j)
-    p = torch.softmax(W @ Phi, dim=0).T                                   # (n, m_y)
-    D = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]               # (n, m_y, m_y)
+    p = torch.softmax(W @ Phi, dim=0).T  # (n, m_y)
+    D = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (n, m_y, m_y)
     return torch.einsum("jab,ij,kj->aibk", D, Phi, Phi).reshape(m_y * m, m_y * m)
 
 
-def optimum_cross_entropy(Phi: Tensor, Y: Tensor, *, tol: float = 1e-12, max_iter: int = 200) -> Tensor:
-    """ℒ* = min_W Σ_i CE(W φ(x_i), y_i), by Newton's method with a line search (float64).
+def optimum_cross_entropy(
+    Phi: Tensor, Y: Tensor, *, tol: float = 1e-12, max_iter: int = 200
+) -> Tensor:
+    """ℒ* = min_W Σ_i CE(Wφ(x_i), y_i), by Newton's method with a line search (float64).
 
     The minimum is attained only on non-separable data; on (linearly) separable data the
     infimum 0 is approached as ‖W‖ → ∞ and this raises ValueError.
     """
+    _check_data(Phi, Y)
     m_y, m = Y.shape[0], Phi.shape[0]
     W = torch.zeros(m_y, m, dtype=Phi.dtype, device=Phi.device)
     value = shallow_loss(W, Phi, Y, "cross_entropy")
     for _ in range(max_iter):
         g = shallow_gradient(W, Phi, Y, "cross_entropy").reshape(-1)
         if value.item() < 1e-6 * Phi.shape[1]:
-            break   # ℒ > 0 for every finite W: a value near 0 means ‖W‖ is running off to infinity
+            break  # ℒ > 0 for every finite W: a value near 0 means ‖W‖ runs off to infinity
         if g.norm() <= tol * max(1.0, value.item()):
             return value
         H = shallow_hessian(W, Phi, Y, "cross_entropy")
-        step = -(torch.linalg.pinv(H, hermitian=True) @ g)   # H is singular: softmax's shift invariance
+        step = -(torch.linalg.pinv(H, hermitian=True) @ g)  # H is singular: softmax's shift
         t = 1.0
         while True:
             trial = W + t * step.reshape(W.shape)
@@ -174,57 +210,62 @@ def optimum_cross_entropy(Phi: Tensor, Y: Tensor, *, tol: float = 1e-12, max_ite
         W, value = trial, new
         if W.norm() > 1e6:
             break
-    raise ValueError("cross-entropy did not reach a minimiser: the data look linearly separable, "
-                     "where the infimum is not attained (use overlapping classes or label noise)")
+    raise ValueError(
+        "cross-entropy did not reach a minimiser: the data look linearly separable, "
+        "where the infimum is not attained (use overlapping classes or label noise)"
+    )
 
 
-# ----------------------------------------------------------------------------- the induced dynamics of W
+# --- the induced dynamics of W
+
+
+def jacobian(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
+    """J = ∂vec(W)/∂(vec A, vec B), dense (m_y·m) × (m² + m_y·m), row-major vec.
+
+    Row k is the gradient of W's k-th entry, i.e. :func:`~deqlib.functional.delm_gradients`
+    with G = E_k (the k-th unit matrix), for all k at once. For small m and m_y only.
+    """
+    check_parameters(A, B)
+    m_y, m = B.shape
+    E = torch.eye(m_y * m, dtype=A.dtype, device=A.device).reshape(-1, m_y, m)
+    J_A, J_B = delm_gradients(A, B, E, gamma, delta)
+    return torch.cat([J_A.reshape(m_y * m, -1), J_B.reshape(m_y * m, -1)], dim=1)
 
 
 def preconditioner(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
-    """P = J Jᵀ, J = ∂vec(W)/∂(vec A, vec B), dense (m_y·m)×(m_y·m), row-major vec.
+    """P = JJᵀ with J = ∂vec(W)/∂(vec A, vec B) (:func:`jacobian`), dense (m_y·m)×(m_y·m).
 
-    Gradient flow on (A, B) moves W by d vec(W)/dt = −P vec(∇ℒ(W)). The B-part of P is
-    I_{m_y} ⊗ UᵀU ⪰ I (row-major), so P ⪰ I: the implicit model runs preconditioned
-    gradient flow on the shallow objective. For small m and m_y only.
+    Gradient flow on (A, B) moves W by d vec(W)/dt = −P vec(∇ℒ(W)). The B-channel of P is
+    I_{m_y} ⊗ UᵀU ⪰ I (row-major vec), the A-channel J_A J_Aᵀ is PSD, so P ⪰ I: the
+    implicit model runs preconditioned gradient flow on the shallow objective.
+
+    When m < m_y, λ_min(P) = s_min(U)² exactly: rank B ≤ m < m_y gives v ≠ 0 with Bᵀv = 0;
+    with u the bottom eigenvector of U, V = vuᵀ makes M = γUᵀBᵀVUᵀ = 0, so the A-channel
+    vanishes on vec(V) while the B-channel maps it to s_min(U)² vec(V).
     """
-    _check_gamma_delta(gamma, delta)
-    m_y, m = B.shape
-    U = equilibrium_matrix(A, gamma, delta)
-    UtU = U.T @ U
-    P_B = torch.kron(torch.eye(m_y, dtype=A.dtype, device=A.device), UtU)
-    # Row k of J_A is ∂W_k/∂A, i.e. delm_gradients with G = E_k (the k-th unit matrix),
-    # computed for all k at once: M_k = γ Uᵀ Bᵀ E_k Uᵀ, ∂W_k/∂A = A(K_k + K_kᵀ).
-    E = torch.eye(m_y * m, dtype=A.dtype, device=A.device).reshape(-1, m_y, m)
-    M = gamma * U.T @ B.T @ E @ U.T                                  # (k, m, m)
-    C = A.T @ A
-    N = torch.linalg.matrix_norm(C)
-    K = M / (N + delta)
-    if N > 0:
-        K = K - ((M * C).sum(dim=(1, 2)) / (N * (N + delta) ** 2))[:, None, None] * C
-    J_A = (A @ (K + K.transpose(1, 2))).reshape(m_y * m, m * m)
-    return P_B + J_A @ J_A.T
+    J = jacobian(A, B, gamma, delta)
+    return J @ J.T
 
 
 @dataclass
 class FlowRecord:
     """A gradient-flow run, recorded at ``t`` (lists of floats, one entry per record).
 
-    ``gap`` is L − ℒ*; ``grad_W_sq`` is ‖∇ℒ(W_t)‖² (so ``grad_W_sq / (2 gap)`` measures
-    the PL constant along the run); ``bound`` is (L_0 − ℒ*)·exp(−2μ ∫₀ᵗ λ_min(P_s) ds); ``bound_sigma``
-    uses σ_min(U_s)² ≤ λ_min(P_s) instead; ``bound_one`` uses 1 ≤ σ_min(U)².
+    ``gap`` is L − ℒ*; ``grad_W_sq`` is ‖∇ℒ(W_t)‖² (so ``grad_W_sq / (2 gap)`` measures the
+    PL constant along the run); ``bound`` is (L_0 − ℒ*)·exp(−2μ ∫₀ᵗ λ_min(P_s) ds);
+    ``bound_s_min`` uses s_min(U_s)² ≤ λ_min(P_s) instead; ``bound_one`` uses 1 ≤ s_min(U)².
     """
 
     t: list = field(default_factory=list)
     loss: list = field(default_factory=list)
     gap: list = field(default_factory=list)
     lam_min_P: list = field(default_factory=list)
-    sigma_min_U_sq: list = field(default_factory=list)
+    s_min_U_sq: list = field(default_factory=list)
     grad_A_sq: list = field(default_factory=list)
     grad_B_sq: list = field(default_factory=list)
     grad_W_sq: list = field(default_factory=list)
     bound: list = field(default_factory=list)
-    bound_sigma: list = field(default_factory=list)
+    bound_s_min: list = field(default_factory=list)
     bound_one: list = field(default_factory=list)
     optimum: float = float("nan")
     mu: float = float("nan")
@@ -232,9 +273,34 @@ class FlowRecord:
     B: Tensor | None = None
 
 
-def gradient_flow(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: float = 0.8, delta: float = 1e-6,
-                  eta: float = 1e-3, steps: int = 1000, loss: str = "square", optimum: float | None = None,
-                  mu: float | None = None, record_every: int = 10) -> FlowRecord:
+def _check_run(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, gamma, delta, loss: str):
+    gamma, delta = check_constants(gamma, delta)
+    _check_loss(loss)
+    check_parameters(A0, B0)
+    _check_data(Phi, Y, m=A0.shape[0], m_y=B0.shape[0])
+    if Phi.dtype != A0.dtype or Y.dtype != A0.dtype:
+        raise TypeError(
+            f"A0, B0, Phi and Y must share one dtype; got A0 {A0.dtype}, "
+            f"Phi {Phi.dtype}, Y {Y.dtype}"
+        )
+    return gamma, delta
+
+
+def gradient_flow(
+    A0: Tensor,
+    B0: Tensor,
+    Phi: Tensor,
+    Y: Tensor,
+    *,
+    gamma: float = 0.8,
+    delta: float = 1e-6,
+    eta: float = 1e-3,
+    steps: int = 1000,
+    loss: str = "square",
+    optimum: float | None = None,
+    mu: float | None = None,
+    record_every: int = 10,
+) -> FlowRecord:
     """Gradient flow on L(A, B) = ℒ(BU), approximated by gradient descent with a small step.
 
     Time t = η·k after k steps; ∫λ_min(P_t) dt is the left Riemann sum η Σ_j λ_min(P_{t_j}),
@@ -242,7 +308,10 @@ def gradient_flow(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: floa
     holds with margins as thin as 0.9987, which float32 cannot resolve.
 
     Args:
-        A0, B0: the start (m×m, m_y×m); Phi: m×n features; Y: m_y×n targets (one-hot for CE).
+        A0, B0: the start (m×m, m_y×m).
+        Phi: m×n features as columns (``model.features(X).T``); Y: m_y×n targets (one-hot
+            for cross-entropy).
+        eta: the step η > 0; steps: the number of steps (≥ 0).
         optimum: ℒ*; default: :func:`optimum_square_loss` or :func:`optimum_cross_entropy`.
         mu: the PL constant; default :func:`pl_constant_square` for the square loss (for
             cross-entropy it must be given: it is an assumption there).
@@ -250,29 +319,33 @@ def gradient_flow(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: floa
     Returns:
         :class:`FlowRecord`, with the final A and B.
     """
-    _check_gamma_delta(gamma, delta)
-    _check_loss(loss)
+    gamma, delta = _check_run(A0, B0, Phi, Y, gamma, delta, loss)
+    eta, steps, record_every = _check_step(eta, steps, record_every)
     if Phi.dtype != torch.float64:
-        raise ValueError(f"gradient_flow needs float64 (the bound's margins are below float32's "
-                         f"resolution); got {Phi.dtype}")
+        raise ValueError(
+            f"gradient_flow needs float64 (the bound's margins are below float32's "
+            f"resolution); got {Phi.dtype}"
+        )
     if mu is None:
         if loss != "square":
             raise ValueError("for cross-entropy the PL constant mu is an assumption: pass mu=...")
         mu = pl_constant_square(Phi).item()
     if optimum is None:
-        optimum = (optimum_square_loss(Phi, Y) if loss == "square" else optimum_cross_entropy(Phi, Y)).item()
+        optimum = (
+            optimum_square_loss(Phi, Y) if loss == "square" else optimum_cross_entropy(Phi, Y)
+        ).item()
     A, B = A0.detach().clone(), B0.detach().clone()
     rec = FlowRecord(optimum=optimum, mu=mu)
-    integral = integral_sigma = 0.0
+    integral = integral_s_min = 0.0
     gap0 = None
     for k in range(steps + 1):
         W = end_to_end(A, B, gamma, delta)
         L = shallow_loss(W, Phi, Y, loss)
-        # the gradient lemma's closed forms (tested against autograd), cheaper than autograd here
+        # the gradient lemma's closed forms (tested against autograd), cheaper than autograd
         G = shallow_gradient(W, Phi, Y, loss)
         gA, gB = delm_gradients(A, B, G, gamma, delta)
         lam = torch.linalg.eigvalsh(preconditioner(A, B, gamma, delta))[0].item()
-        smin = sigma_min_U_squared(A, gamma, delta).item()
+        smin = s_min_U_squared(A, gamma, delta).item()
         gap = L.item() - optimum
         gap0 = gap if gap0 is None else gap0
         if k % record_every == 0 or k == steps:
@@ -281,26 +354,36 @@ def gradient_flow(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: floa
             rec.loss.append(L.item())
             rec.gap.append(gap)
             rec.lam_min_P.append(lam)
-            rec.sigma_min_U_sq.append(smin)
+            rec.s_min_U_sq.append(smin)
             rec.grad_A_sq.append(gA.pow(2).sum().item())
             rec.grad_B_sq.append(gB.pow(2).sum().item())
             rec.grad_W_sq.append(G.pow(2).sum().item())
             rec.bound.append(gap0 * math.exp(-2 * mu * integral))
-            rec.bound_sigma.append(gap0 * math.exp(-2 * mu * integral_sigma))
+            rec.bound_s_min.append(gap0 * math.exp(-2 * mu * integral_s_min))
             rec.bound_one.append(gap0 * math.exp(-2 * mu * t))
         if k == steps:
             break
         integral += eta * lam
-        integral_sigma += eta * smin
+        integral_s_min += eta * smin
         A = A - eta * gA
         B = B - eta * gB
     rec.A, rec.B = A, B
     return rec
 
 
-def linear_gradient_flow(W0: Tensor, Phi: Tensor, Y: Tensor, *, eta: float = 1e-3, steps: int = 1000,
-                         loss: str = "square", record_every: int = 10) -> tuple[list, list]:
+def linear_gradient_flow(
+    W0: Tensor,
+    Phi: Tensor,
+    Y: Tensor,
+    *,
+    eta: float = 1e-3,
+    steps: int = 1000,
+    loss: str = "square",
+    record_every: int = 10,
+) -> tuple[list, list]:
     """Gradient descent with step η on the linear model's ℒ(W) from W0: (times, losses)."""
+    _check_shallow(W0, Phi, Y, loss)
+    eta, steps, record_every = _check_step(eta, steps, record_every)
     W = W0.clone()
     times, losses = [], []
     for k in range(steps + 1):
@@ -311,16 +394,28 @@ def linear_gradient_flow(W0: Tensor, Phi: Tensor, Y: Tensor, *, eta: float = 1e-
     return times, losses
 
 
-def delm_gradient_descent(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gamma: float = 0.8,
-                          delta: float = 1e-6, eta: float = 1e-3, steps: int = 1000, loss: str = "square",
-                          record_every: int = 10) -> tuple[Tensor, Tensor, list, list]:
-    """Plain gradient descent on L(A, B) = ℒ(BU) with the closed-form gradients (no P_t, so any size).
+def delm_gradient_descent(
+    A0: Tensor,
+    B0: Tensor,
+    Phi: Tensor,
+    Y: Tensor,
+    *,
+    gamma: float = 0.8,
+    delta: float = 1e-6,
+    eta: float = 1e-3,
+    steps: int = 1000,
+    loss: str = "square",
+    record_every: int = 10,
+) -> tuple[Tensor, Tensor, list, list]:
+    """Plain gradient descent on L(A, B) = ℒ(BU) with the closed-form gradients (any size).
+
+    Phi holds the features as columns (``model.features(X).T``). No P_t is formed.
 
     Returns:
         The final A and B, and the recorded times η·k and losses.
     """
-    _check_gamma_delta(gamma, delta)
-    _check_loss(loss)
+    gamma, delta = _check_run(A0, B0, Phi, Y, gamma, delta, loss)
+    eta, steps, record_every = _check_step(eta, steps, record_every)
     A, B = A0.detach().clone(), B0.detach().clone()
     times, losses = [], []
     for k in range(steps + 1):
@@ -335,22 +430,53 @@ def delm_gradient_descent(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, *, gam
     return A, B, times, losses
 
 
-# ----------------------------------------------------------------------------- the trust-region Newton relation
+# --- the trust-region Newton relation
 
 
-def solve_trust_region(g: Tensor, H: Tensor, Q: Tensor, radius: float, *, iters: int = 200) -> tuple[Tensor, float]:
-    """Solve min_v ⟨g, v⟩ + ½ vᵀHv subject to ‖v‖_Q = √(vᵀQv) ≤ radius, from scratch.
+def solve_trust_region(
+    g: Tensor, H: Tensor, Q: Tensor, radius: float, *, iters: int = 200
+) -> tuple[Tensor, float]:
+    """Solve min_v ⟨g, v⟩ + ½vᵀHv subject to ‖v‖_Q = √(vᵀQv) ≤ radius, from scratch.
 
     Independent of the DEQ: with Q = LLᵀ and w = Lᵀv it becomes a Euclidean trust-region
     problem with H̃ = L⁻¹HL⁻ᵀ, g̃ = L⁻¹g. Its solution is w(λ) = −(H̃ + λI)⁻¹g̃ with the
     multiplier λ ≥ max(0, −λ_min(H̃)) found by bisection on ‖w(λ)‖ = radius (or λ = 0 when
     the Newton step lies inside). The "hard case" is not handled (it has measure zero).
 
+    Args:
+        g: (d,); H: (d, d) symmetric; Q: (d, d) symmetric positive definite.
+        radius: Δ > 0.
+        iters: bisection steps (≥ 1).
     Returns:
         A tuple of the minimiser v and its KKT multiplier λ.
     """
-    L = torch.linalg.cholesky(Q)
-    Ht = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, H, upper=False).T, upper=False).T
+    if (
+        isinstance(radius, bool)
+        or not isinstance(radius, numbers.Real)
+        or not 0 < radius < math.inf
+    ):
+        raise ValueError(
+            f"radius must be a positive finite number (the trust region is the "
+            f"ellipsoid ‖v‖_Q ≤ radius); got radius={radius!r}"
+        )
+    if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1; got iters={iters!r}")
+    d = g.numel()
+    if H.shape != (d, d) or Q.shape != (d, d):
+        raise ValueError(
+            f"H and Q must be (d, d) = ({d}, {d}) for g of {d} entries; got "
+            f"H {tuple(H.shape)}, Q {tuple(Q.shape)}"
+        )
+    radius = float(radius)
+    L, info = torch.linalg.cholesky_ex(Q)
+    if info.item() != 0:
+        raise ValueError(
+            "Q must be symmetric positive definite (it defines the norm ‖v‖_Q); "
+            f"its Cholesky factorisation failed at column {info.item()}"
+        )
+    Ht = torch.linalg.solve_triangular(
+        L, torch.linalg.solve_triangular(L, H, upper=False).T, upper=False
+    ).T
     gt = torch.linalg.solve_triangular(L, g.reshape(-1, 1), upper=False).reshape(-1)
     evals, V = torch.linalg.eigh((Ht + Ht.T) / 2)
     a = V.T @ gt
@@ -364,7 +490,7 @@ def solve_trust_region(g: Tensor, H: Tensor, Q: Tensor, radius: float, *, iters:
     else:
         lo = lo + 1e-300
         hi = max(1.0, lo * 2)
-        while norm_w(hi) > radius:
+        while norm_w(hi) > radius:  # ‖w(λ)‖ falls like ‖g̃‖/λ: this ends
             hi *= 2
         for _ in range(iters):
             mid = (lo + hi) / 2
@@ -382,30 +508,42 @@ def solve_trust_region(g: Tensor, H: Tensor, Q: Tensor, radius: float, *, iters:
 class TrustRegionCheck:
     """The model's step against the trust-region Newton step of the shallow model."""
 
-    model_step: Tensor       # ε · d vec(W)/dt = −ε P ∇ℒ
+    model_step: Tensor  # ε · d vec(W)/dt = −ε P ∇ℒ
     trust_region_step: Tensor
-    multiplier: float        # the KKT multiplier found by the independent solve (theory: 1)
+    multiplier: float  # the KKT multiplier found by the independent solve (theory: 1)
     eps: float
     radius: float
-    q_min_eig: float         # λ_min(Q): Q must be positive definite
-    kkt_residual: float      # ‖(H + Q) v + ∇ℒ‖ / ‖∇ℒ‖ at the model's step
+    q_min_eig: float  # λ_min(Q): Q must be positive definite
+    kkt_residual: float  # ‖(H + Q) v + ∇ℒ‖ / ‖∇ℒ‖ at the model's step
 
     @property
     def relative_difference(self) -> float:
         return ((self.model_step - self.trust_region_step).norm() / self.model_step.norm()).item()
 
 
-def trust_region_check(A: Tensor, B: Tensor, Phi: Tensor, Y: Tensor, *, gamma: float = 0.8,
-                       delta: float = 1e-6, loss: str = "square", eps_fraction: float = 0.5) -> TrustRegionCheck:
-    """Check that the DELM's step is a trust-region Newton step of the shallow model (MATH.md §4).
+def trust_region_check(
+    A: Tensor,
+    B: Tensor,
+    Phi: Tensor,
+    Y: Tensor,
+    *,
+    gamma: float = 0.8,
+    delta: float = 1e-6,
+    loss: str = "square",
+    eps_fraction: float = 0.5,
+) -> TrustRegionCheck:
+    """Check that the DELM's step is a trust-region Newton step of the shallow model.
 
     With P = JJᵀ, H = ∇²ℒ(W), ε = eps_fraction / λ_max(P^{1/2} H P^{1/2}),
     Q = ε⁻¹P⁻¹ − H ≻ 0 and radius Δ = ‖ε d vec(W)/dt‖_Q, the minimiser of
     ⟨∇ℒ, v⟩ + ½vᵀHv over ‖v‖_Q ≤ Δ equals ε d vec(W)/dt = −εP∇ℒ (KKT with multiplier 1).
     The minimiser is computed independently by :func:`solve_trust_region`.
     """
-    if not (0 < eps_fraction < 1):
-        raise ValueError(f"eps_fraction must lie in (0, 1) so that Q is positive definite; got {eps_fraction!r}")
+    if not (isinstance(eps_fraction, numbers.Real) and 0 < eps_fraction < 1):
+        raise ValueError(
+            f"eps_fraction must lie in (0, 1) so that Q is positive definite; got {eps_fraction!r}"
+        )
+    gamma, delta = _check_run(A, B, Phi, Y, gamma, delta, loss)
     W = end_to_end(A, B, gamma, delta)
     g = shallow_gradient(W, Phi, Y, loss).reshape(-1)
     H = shallow_hessian(W, Phi, Y, loss)
@@ -419,4 +557,6 @@ def trust_region_check(A: Tensor, B: Tensor, Phi: Tensor, Y: Tensor, *, gamma: f
     radius = torch.sqrt(v_model @ Q @ v_model).item()
     v_tr, lam = solve_trust_region(g, H, Q, radius)
     kkt = ((H + Q) @ v_model + g).norm() / g.norm()
-    return TrustRegionCheck(v_model, v_tr, lam, eps, radius, torch.linalg.eigvalsh(Q)[0].item(), kkt.item())
+    return TrustRegionCheck(
+        v_model, v_tr, lam, eps, radius, torch.linalg.eigvalsh(Q)[0].item(), kkt.item()
+    )
