@@ -57,7 +57,7 @@ __all__ = [
     "color",
 ]
 
-# colour-blind-safe (Okabe–Ito), one colour per method/model across the book
+#: One colour per method or model across the book (colour-blind-safe, Okabe–Ito).
 PALETTE = {
     "picard": "#0072B2",
     "anderson": "#D55E00",

@@ -1,6 +1,10 @@
-"""Shared fixtures: the repository root, and the built site (built once per session)."""
+"""Shared fixtures: the repository root, the book's notebooks, the built site (built once per
+session with the Makefile's own target) and a Chromium for the browser tests."""
 
+import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +12,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+#: Every notebook of the book, and the numbered chapters (01_…, 02_…) among them.
+NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+CHAPTERS = [p for p in NOTEBOOKS if p.name[:2].isdigit()]
+#: The one line length of code and notebooks, set in pyproject.toml for ruff.
+LINE_LENGTH = int(
+    re.search(r"(?m)^line-length\s*=\s*(\d+)", (ROOT / "pyproject.toml").read_text()).group(1)
+)
+
+
+def load_notebook(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _find_browser_module():
+    spec = importlib.util.spec_from_file_location(
+        "find_browser", ROOT / "scripts" / "find_browser.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -17,14 +42,32 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def built_site() -> tuple[Path, str]:
-    """Build the book exactly as `make book` does (-W -n: any warning fails) and return
-    the HTML folder and the build log."""
-    jb = Path(sys.executable).parent / "jupyter-book"
-    vendor = ROOT / "_static_vendor" / ".complete"
-    if not vendor.exists():
-        subprocess.run([str(ROOT / "scripts" / "vendor_js.sh")], check=True)
-    proc = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", str(ROOT)], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    """Run `make book` (-W -n: any warning fails) and return the HTML folder and the build log.
+
+    The Makefile's target is the one definition of the build; `-o venv` keeps make from
+    reinstalling the environment, and BIN points it at the Python running these tests.
+    """
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        ["make", "-o", "venv", "book", f"BIN={bin_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"the book build failed:\n{log[-6000:]}"
+    assert proc.returncode == 0, f"`make book` failed:\n{log[-6000:]}"
     return ROOT / "_build" / "html", log
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """A Chromium to drive (scripts/find_browser.py). Without one the browser tests are skipped
+    with a message saying how to get one, except in CI (CI set), where they fail."""
+    finder = _find_browser_module()
+    path = finder.find_chromium()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have a browser: {finder.HOW_TO_GET_ONE}")
+        pytest.skip(finder.HOW_TO_GET_ONE)
+    return path

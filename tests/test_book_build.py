@@ -16,12 +16,15 @@ def test_book_builds_without_warnings(built_site):
 def test_every_chapter_page_links_to_its_own_notebook_on_colab(built_site, root):
     html, _ = built_site
     import yaml
+
     url = yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
     repo = url.removeprefix("https://github.com/")
     for nb in sorted((root / "book").glob("*.ipynb")):
         page = (html / "book" / f"{nb.stem}.html").read_text()
         links = set(re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', page))
-        assert links == {f"https://colab.research.google.com/github/{repo}/blob/main/book/{nb.name}"}, links
+        assert links == {
+            f"https://colab.research.google.com/github/{repo}/blob/main/book/{nb.name}"
+        }, links
 
 
 def test_site_serves_mathjax_and_the_widget_manager_itself(built_site):

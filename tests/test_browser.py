@@ -1,33 +1,40 @@
-"""The built site in a real browser (Debian's Chromium driven by Playwright), with the
-network cut off: figures load, MathJax typesets, the widget renders and responds, theorem
-boxes and cross-references resolve, and the Colab button opens the chapter's notebook."""
+"""The built site in a real browser (Chromium driven by Playwright), with the network cut off:
+figures load and match the notebooks' stored images, MathJax typesets, nothing overflows the
+page at 1280 px, the widget renders and responds, theorem boxes and cross-references resolve,
+and the Colab button opens the chapter's notebook.
+
+The browser: see scripts/find_browser.py (a Chromium already on the machine, else Playwright's
+own). Without one these tests are skipped, with a message saying how to get one, except in CI.
+"""
 
 import functools
 import http.server
 import os
 import re
-import shutil
 import threading
 
 import pytest
+from conftest import BOOK, LINE_LENGTH, NOTEBOOKS, load_notebook
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BOOK = __import__("pathlib").Path(__file__).resolve().parent.parent / "book"
-CHAPTERS = sorted(p.stem for p in BOOK.glob("*.ipynb"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+CHAPTERS = [p.stem for p in NOTEBOOKS]
+PAGES = CHAPTERS + sorted(p.stem for p in BOOK.glob("*.md"))
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WIDTH = 1280
 
 
 @pytest.fixture(scope="module")
-def browser(built_site):
-    if not os.path.exists(CHROMIUM):
-        message = "Debian's chromium is not installed (make test-browser installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
+def browser(built_site, chromium_path):
+    from playwright.sync_api import Error, sync_playwright
 
     html, _ = built_site
 
@@ -35,10 +42,17 @@ def browser(built_site):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(html)))
+    handler = functools.partial(Quiet, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            chromium = pw.chromium.launch(executable_path=chromium_path, args=ARGS)
+        except Error as err:
+            message = f"Chromium at {chromium_path} did not start: {err}"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
         yield chromium, f"http://127.0.0.1:{server.server_address[1]}", html
         chromium.close()
     server.shutdown()
@@ -47,7 +61,7 @@ def browser(built_site):
 def open_offline(browser, path):
     """Open a page with every request outside the local server refused: no CDN can help."""
     chromium, base, _ = browser
-    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page = chromium.new_page(viewport={"width": WIDTH, "height": 900})
     outside = []
 
     def route(request_route):
@@ -59,17 +73,41 @@ def open_offline(browser, path):
 
     page.route("**/*", route)
     page.goto(f"{base}/{path}", wait_until="load")
-    page.wait_for_function("document.querySelectorAll('mjx-container').length > 0", timeout=20000)
+    page.wait_for_function(
+        "document.querySelectorAll('.math').length === 0"
+        " || document.querySelectorAll('mjx-container').length > 0",
+        timeout=20000,
+    )
     page.wait_for_timeout(1000)
     return page, outside
+
+
+def stored_images(notebook: dict) -> int:
+    """Image outputs the page must show: every image/* output, except in cells whose output
+    the page removes (remove-output, remove-cell) and in widget views (drawn by the widget)."""
+    count = 0
+    for cell in notebook["cells"]:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell["cell_type"] != "code" or tags & {"remove-output", "remove-cell"}:
+            continue
+        for output in cell["outputs"]:
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                continue
+            count += any(mime.startswith("image/") for mime in data)
+    return count
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_renders_offline(browser, chapter):
     page, outside = open_offline(browser, f"book/{chapter}.html")
-    images = page.evaluate("Array.from(document.images).map(i => [i.src.slice(-40), i.complete, i.naturalWidth])")
+    images = page.evaluate(
+        "Array.from(document.images).map(i => [i.src.slice(-40), i.complete, i.naturalWidth])"
+    )
     assert images, "no figures on the page"
-    assert all(done and width > 0 for _, done, width in images), f"figures that did not load: {images}"
+    assert all(done and width > 0 for _, done, width in images), (
+        f"figures that did not load: {images}"
+    )
     # MathJax turned every math element into typeset output: no raw TeX is left on the page.
     untypeset = page.evaluate("""Array.from(document.querySelectorAll('.math'))
         .filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 40))""")
@@ -77,12 +115,18 @@ def test_chapter_renders_offline(browser, chapter):
     assert "\\lVert" not in page.inner_text("main")
     # Theorem boxes and their cross-references.
     boxes = page.evaluate("document.querySelectorAll('div.proof').length")
-    if re.search(r"```\{prf:(theorem|lemma|proposition|definition)\}", (BOOK / f"{chapter}.ipynb").read_text()):
+    source = (BOOK / f"{chapter}.ipynb").read_text()
+    if re.search(r"```\{prf:(theorem|lemma|proposition|definition)\}", source):
         assert boxes > 0, "the chapter's theorem boxes did not render"
-    refs = page.evaluate("Array.from(document.querySelectorAll('a.reference.internal')).map(a => a.textContent)")
+    refs = page.evaluate(
+        "Array.from(document.querySelectorAll('a.reference.internal')).map(a => a.textContent)"
+    )
     assert not any("??" in r for r in refs)
     # The Colab button opens this chapter's notebook.
-    colab = page.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.href).filter(h => h.includes('colab'))")
+    colab = page.evaluate(
+        "Array.from(document.querySelectorAll('a')).map(a => a.href)"
+        ".filter(h => h.includes('colab'))"
+    )
     assert colab and all(h.endswith(f"/book/{chapter}.ipynb") for h in colab), colab
     assert not outside, f"the page tried to reach the network: {outside[:5]}"
     _, _, html = browser
@@ -90,6 +134,63 @@ def test_chapter_renders_offline(browser, chapter):
     shots.mkdir(exist_ok=True)
     page.screenshot(path=str(shots / f"{chapter}.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_figures_in_the_cell_outputs_match_the_notebooks_stored_images(browser, chapter):
+    expected = stored_images(load_notebook(BOOK / f"{chapter}.ipynb"))
+    page, _ = open_offline(browser, f"book/{chapter}.html")
+    shown = page.evaluate("""Array.from(document.querySelectorAll('.cell_output img'))
+        .filter(i => !i.closest('.jupyter-widgets') && !i.classList.contains('widget-image'))
+        .map(i => [i.complete && i.naturalWidth > 0, (i.closest('figure') || {}).id || ''])""")
+    page.close()
+    assert len(shown) == expected, (
+        f"the page shows {len(shown)} figures in its cell outputs; the notebook stores "
+        f"{expected} images"
+    )
+    assert all(loaded for loaded, _ in shown), f"figures that did not load: {shown}"
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_no_code_block_or_equation_overflows_at_1280px(browser, name):
+    page, _ = open_offline(browser, f"book/{name}.html")
+    wide = page.evaluate("""() => {
+        const article = document.querySelector('article.bd-article');
+        const right = article.getBoundingClientRect().right + 1;
+        const over = e => e.scrollWidth > e.clientWidth + 1
+                          || e.getBoundingClientRect().right > right;
+        const longest = t => t.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '');
+        return {
+          code: Array.from(article.querySelectorAll('pre')).filter(over)
+            .map(e => longest(e.textContent).slice(0, 70)),
+          math: Array.from(article.querySelectorAll('div.math, mjx-container[display="true"]'))
+            .filter(over).map(e => e.textContent.slice(0, 70)),
+        };
+    }""")
+    page.close()
+    assert not wide["code"], f"code or output wider than the page at {WIDTH} px: {wide['code']}"
+    assert not wide["math"], f"equations wider than the page at {WIDTH} px: {wide['math']}"
+
+
+def test_the_line_length_fits_the_page_at_1280px(browser):
+    """The line length (pyproject.toml) fits the content column: book/_static/wide-code.css."""
+    page, _ = open_offline(browser, "book/01_implicit_layers.html")
+    columns = page.evaluate("""() => {
+        const pre = document.querySelector('div.cell_input pre');
+        const probe = document.createElement('span');
+        probe.textContent = 'x'.repeat(100);
+        pre.appendChild(probe);
+        const char = probe.getBoundingClientRect().width / 100;
+        probe.remove();
+        const style = getComputedStyle(pre);
+        const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+        const inner = pre.clientWidth - padding;
+        return Math.floor(inner / char);
+    }""")
+    page.close()
+    assert columns >= LINE_LENGTH, (
+        f"only {columns} columns of code fit at {WIDTH} px; the line length is {LINE_LENGTH}"
+    )
 
 
 def test_theorem_reference_resolves_to_the_theorem(browser):
