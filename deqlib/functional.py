@@ -200,7 +200,7 @@ def _factor(A: Tensor, gamma: float, delta: float) -> tuple[Tensor, Tensor, Tens
     C, N = _gram(A)
     I_minus_S = torch.eye(A.shape[0], dtype=A.dtype, device=A.device) - gamma * _sigma(C, N, delta)
     L, info = torch.linalg.cholesky_ex(I_minus_S)
-    if info.item() != 0 or not torch.isfinite(N):
+    if bool((info != 0) | ~torch.isfinite(N)):   # one host sync for both checks
         # I − S is positive definite for every finite A: A itself is not finite.
         raise FloatingPointError(
             "deep equilibrium linear model: I − γσ(A) could not be factorised because A holds "
