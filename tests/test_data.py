@@ -50,7 +50,8 @@ def _package(path, counts=(6, 5, 7, 5, 5, 6, 5, 5, 6, 5), seed=0):
     holding {"data": [...]} (every digit of class c, 784 values v/255 rounded to 3 decimals),
     package/LICENSE and package/package.json. Returns the bytes per class."""
     rng = np.random.default_rng(seed)
-    pixels = {c: rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8) for c, n in enumerate(counts)}
+    pixels = {c: rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+              for c, n in enumerate(counts)}
     files = {"package/package.json": json.dumps({"name": "mnist", "version": "1.1.0"}).encode(),
              "package/LICENSE": b"The MIT License (MIT)\n\nCopyright (c) 2015 Juan Cazala\n"}
     for c, p in pixels.items():

@@ -1,77 +1,320 @@
-"""deqlib.experiments: the runner on tiny data, its results format, and resuming."""
+"""deqlib.experiments: runs keyed by all their settings (a change is never answered with stale
+runs), corrupt files named and rerun, tuning, full-batch GD from the same W₀, the tables, and
+figures drawn on their own Figure. All on a few of the embedded digits."""
 
 import csv
 import json
+import sys
+import warnings
 
+import matplotlib
+import numpy as np
 import pytest
+import torch
+from matplotlib.figure import Figure
 
-from deqlib import experiments
+from deqlib import data, experiments
+from deqlib.experiments import CorruptRunWarning
 
-TINY = dict(dataset="digits", train_size=120, test_size=60, epochs=2, batch_size=32, progress=False)
+TINY = dict(dataset="digits", train_size=120, test_size=60, epochs=2, batch_size=32,
+            progress=False)
+
+
+def _run(tmp_path, **change):
+    options = {**TINY, "models": ["linear"], "losses": ["square"], "seeds": [0], "out": tmp_path,
+               "summary": False, **change}
+    return experiments.run_experiment(**options)
 
 
 def test_runner_writes_one_record_per_run_with_provenance(tmp_path):
-    records = experiments.run_experiment(models=["delm", "linear", "deep2"], losses=["square"], seeds=[0, 1],
-                                         out=tmp_path, command="pytest", **TINY)
+    records = experiments.run_experiment(models=["delm", "linear", "deep2"], losses=["square"],
+                                         seeds=[0, 1], out=tmp_path, command="pytest", **TINY)
     assert len(records) == 6
     files = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
-    assert files[0] == "square__deep2__seed0.json" and len(files) == 6
-    record = json.loads((tmp_path / "runs" / "square__delm__seed1.json").read_text())
-    for key in ("dataset", "model", "loss", "seed", "lr", "epochs", "device", "date", "command", "history"):
+    assert len(files) == 6 and files[0].startswith("square__deep2__seed0__")
+    record = next(r for r in records if r["model"] == "delm" and r["seed"] == 1)
+    stored = json.loads(next((tmp_path / "runs").glob(f"square__delm__seed1__{record['key']}"
+                                                      ".json")).read_text())
+    assert stored == record
+    for key in ("dataset", "model", "init", "loss", "seed", "lr", "epochs", "batch_size",
+                "gamma", "delta", "train_size", "test_size", "data_seed", "width", "dtype",
+                "device", "date", "command", "wall_time_s", "torch", "history", "key"):
         assert key in record, key
     assert record["command"] == "pytest" and len(record["history"]) == 3
     first = record["history"][0]
-    assert {"train_loss", "train_acc", "test_loss", "test_acc", "S_norm", "sigma_min_U_sq", "U_norm"} <= set(first)
-    assert 0 < first["S_norm"] < 0.8 and first["sigma_min_U_sq"] >= 1 and first["U_norm"] >= 1
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "S_norm", "s_min_U_sq",
+            "U_norm"} <= set(first)
+    assert 0 < first["S_norm"] < 0.8 and first["s_min_U_sq"] >= 1 and first["U_norm"] >= 1
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert len(rows) == 6 and (tmp_path / "summary.png").stat().st_size > 0
 
 
 def test_linear_model_starts_from_the_delm_function(tmp_path):
-    records = experiments.run_experiment(models=["delm", "linear"], losses=["square"], seeds=[3], out=tmp_path,
-                                         **TINY)
-    by_model = {r["model"]: r["history"][0] for r in records}
-    assert by_model["delm"]["train_loss"] == pytest.approx(by_model["linear"]["train_loss"], rel=1e-5)
+    records = experiments.run_experiment(models=["delm", "linear"], losses=["square"], seeds=[3],
+                                         out=tmp_path, summary=False, **TINY)
+    by_model = {r["model"]: r["history"][0]["train_loss"] for r in records}
+    assert by_model["delm"] == pytest.approx(by_model["linear"], rel=1e-5), by_model
 
 
-def test_interrupted_run_resumes_without_redoing_finished_runs(tmp_path):
-    experiments.run_experiment(models=["delm", "linear"], losses=["square"], seeds=[0], out=tmp_path, **TINY)
-    kept = tmp_path / "runs" / "square__delm__seed0.json"
-    lost = tmp_path / "runs" / "square__linear__seed0.json"
-    kept_text = kept.read_text()
-    lost.unlink()                                    # as if the run was interrupted before it
-    (tmp_path / "runs" / "square__linear__seed0.tmp").write_text("{half a file")
-    records = experiments.run_experiment(models=["delm", "linear"], losses=["square"], seeds=[0],
-                                         out=tmp_path, **TINY)
-    assert kept.read_text() == kept_text             # not recomputed
-    assert lost.exists() and len(records) == 2
+def test_every_setting_is_in_the_key():
+    base = dict(dataset="digits", model="delm", loss="square", seed=0, lr=0.05, epochs=2,
+                batch_size=32, train_size=120, test_size=60, data_seed=0, gamma=0.8,
+                delta=1e-6, width=None)
+    key = experiments.run_key(experiments.run_settings(**base))
+    changes = dict(dataset="mnist10k", model="delm_low_rank", loss="cross_entropy", seed=1,
+                   lr=0.03, epochs=3, batch_size=None, train_size=100, test_size=None,
+                   data_seed=1, gamma=0.5, delta=1e-5, width=32)
+    for name, value in changes.items():
+        other = experiments.run_key(experiments.run_settings(**{**base, name: value}))
+        assert other != key, f"changing {name} to {value!r} kept the key {key}"
 
 
-def test_low_rank_initialisation_starts_near_gamma(tmp_path):
-    records = experiments.run_experiment(models=["delm_low_rank"], losses=["square"], seeds=[0], out=tmp_path,
-                                         **TINY)
-    assert records[0]["history"][0]["S_norm"] == pytest.approx(0.8, abs=0.01)
+@pytest.mark.parametrize("change", [dict(epochs=3), dict(lr=0.02), dict(batch_size=64),
+                                    dict(train_size=100), dict(test_size=50),
+                                    dict(models=["deep2"], width=16)])
+def test_a_changed_setting_runs_again_never_returns_the_old_run(tmp_path, change):
+    base = dict(models=["deep2"]) if "width" in change else {}
+    old = _run(tmp_path, **base)[0]
+    new = _run(tmp_path, **change)[0]
+    assert new["key"] != old["key"]
+    for name, value in change.items():
+        if name != "models":
+            assert new[name] == value, (name, new[name], value)
+    assert len(new["history"]) == new["epochs"] + 1
+    assert new["train_examples"] == (change.get("train_size") or 120)
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2     # the old run is kept
 
 
-def test_command_line(tmp_path, capsys):
-    experiments.main(["--dataset", "digits", "--models", "linear", "--losses", "cross_entropy", "--seeds", "0",
-                      "--epochs", "1", "--train-size", "80", "--test-size", "40", "--out", str(tmp_path),
-                      "--no-progress"])
+def test_delm_constants_are_in_the_key(tmp_path):
+    old = _run(tmp_path, models=["delm"])[0]
+    new = _run(tmp_path, models=["delm"], gamma=0.5)[0]
+    assert new["gamma"] == 0.5 and new["key"] != old["key"]
+    assert new["history"][0]["S_norm"] < 0.5 < old["history"][0]["S_norm"] + 0.5
+
+
+def test_a_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
+    first = _run(tmp_path)[0]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(experiments, "fit", no_training)
+    assert _run(tmp_path)[0] == first
+
+
+def test_a_file_for_other_settings_under_the_name_is_rerun(tmp_path):
+    first = _run(tmp_path)[0]
+    path = next((tmp_path / "runs").glob("*.json"))
+    edited = {**first, "lr": 0.5}                     # hand-edited, or an old format
+    path.write_text(json.dumps(edited))
+    with pytest.warns(CorruptRunWarning, match=f"{path.name} was written for other settings "
+                                               r"\(lr=0.5, now 0.05\)"):
+        again = _run(tmp_path)[0]
+    assert again["lr"] == 0.05 and json.loads(path.read_text())["lr"] == 0.05
+
+
+def test_corrupt_and_partial_files_are_named_rerun_and_the_rest_resume(tmp_path):
+    records = _run(tmp_path, seeds=[0, 1, 2])
+    paths = {r["seed"]: next((tmp_path / "runs").glob(f"*seed{r['seed']}__{r['key']}.json"))
+             for r in records}
+    kept = paths[0].read_text()
+    paths[1].write_text('{"dataset": "digits", "hist')                       # cut off
+    partial = {**records[2], "history": records[2]["history"][:1]}          # one row of three
+    paths[2].write_text(json.dumps(partial))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = _run(tmp_path, seeds=[0, 1, 2])
+    messages = [str(w.message) for w in caught if w.category is CorruptRunWarning]
+    assert len(messages) == 2, messages
+    assert paths[1].name in messages[0] and "cannot be read (JSONDecodeError" in messages[0]
+    assert paths[2].name in messages[1]
+    assert "is partial: 1 history rows for 2 epochs" in messages[1]
+    assert paths[0].read_text() == kept                                     # not recomputed
+    assert [len(r["history"]) for r in again] == [3, 3, 3]
+    assert all(json.loads(p.read_text())["history"] for p in paths.values())
+
+
+def test_load_runs_filters_and_skips_unreadable_files(tmp_path):
+    _run(tmp_path, models=["linear", "delm"], seeds=[0, 1])
+    (tmp_path / "runs" / "broken.json").write_text("[1, 2")
+    with pytest.warns(CorruptRunWarning, match="broken.json cannot be read"):
+        runs = experiments.load_runs(tmp_path, model="delm")
+    assert sorted(r["seed"] for r in runs) == [0, 1] and {r["model"] for r in runs} == {"delm"}
+
+
+def test_a_diverged_run_is_stored_as_such_and_resumed(tmp_path):
+    record = _run(tmp_path, lr=80.0, epochs=30)[0]
+    assert record["diverged"] and "lower the learning rate" in record["error"]
+    assert record["history"] == []
+    assert _run(tmp_path, lr=80.0, epochs=30)[0] == record
+    rows = experiments.summary_table([record])
+    assert rows[0]["diverged"] == 1 and np.isnan(rows[0]["test_acc"])
+
+
+def test_tuning_picks_the_lowest_training_loss_and_reuses_that_run(tmp_path, monkeypatch):
+    options = {k: v for k, v in TINY.items() if k != "progress"}
+    result = experiments.tune_learning_rates(lr_grid=[0.002, 0.02], models=["linear"],
+                                             losses=["square"], seed=0, out=tmp_path, **options)
+    scores = result["scores"]["square/linear"]
+    assert result["chosen"]["square/linear"] == float(min(scores, key=scores.get))
+    assert scores["0.02"] < scores["0.002"], scores      # a larger stable step gets further
+    stored = json.loads((tmp_path / "learning_rates.json").read_text())
+    assert stored["chosen"] == result["chosen"]
+    monkeypatch.setattr(experiments, "fit", lambda *a, **k: pytest.fail("retrained"))
+    experiments.run_experiment(models=["linear"], losses=["square"], seeds=[0],
+                               lr=result["chosen"], out=tmp_path, **TINY)
+
+
+def test_learning_rates_by_loss_and_model(tmp_path):
+    records = _run(tmp_path, models=["linear", "deep2"],
+                   lr={"square": 0.02, "square/deep2": 0.03})
+    assert [r["lr"] for r in records] == [0.02, 0.03]
+    with pytest.raises(ValueError, match="no learning rate for loss='square', model='linear'"):
+        _run(tmp_path, lr={"cross_entropy": 0.1})
+
+
+def test_gd_gap_starts_both_models_at_the_same_function(tmp_path, monkeypatch):
+    common = dict(dataset="digits", train_size=200, steps=30, lr=0.05, record_every=10,
+                  progress=False)
+    records = experiments.run_gd_gaps(tmp_path, losses=["square"], **common)
+    assert [r["init"] for r in records] == ["gaussian", "low_rank"]
+    for r in records:
+        assert len(r["delm_loss"]) == len(r["linear_loss"]) == 31
+        assert r["S_step"] == [0, 10, 20, 30]
+        assert r["delm_loss"][0] == pytest.approx(r["linear_loss"][0], rel=1e-5)
+        assert r["delm_loss"][-1] < r["delm_loss"][0]
+        assert r["linear_loss"][-1] < r["linear_loss"][0]
+        assert r["optimum"] <= min(r["delm_loss"] + r["linear_loss"]) + 1e-6
+    low = records[1]
+    assert low["S_norm"][0] == pytest.approx(0.8, abs=0.02), low["S_norm"]
+    monkeypatch.setattr(experiments, "gd_loss_gap", lambda **k: pytest.fail("recomputed"))
+    assert experiments.run_gd_gaps(tmp_path, losses=["square"], **common) == records
+
+
+def test_gd_gap_rejects_bad_settings():
+    with pytest.raises(ValueError, match="init must be 'gaussian' or 'low_rank'"):
+        experiments.gd_loss_gap(dataset="digits", init="orthogonal")
+    with pytest.raises(ValueError, match="steps must be a positive integer; got steps=0"):
+        experiments.gd_loss_gap(dataset="digits", steps=0)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0; got lr=-1"):
+        experiments.gd_loss_gap(dataset="digits", lr=-1)
+
+
+def _fake(model, loss, seed, accs, losses_, s_norms=None, gamma=0.8):
+    rows = [{"epoch": i, "train_loss": tl, "train_acc": 0.5, "test_loss": tl, "test_acc": a,
+             "time": 0.5 * i, **({"S_norm": s_norms[i]} if s_norms else {})}
+            for i, (a, tl) in enumerate(zip(accs, losses_))]
+    return {"dataset": "fake", "model": model, "loss": loss, "seed": seed, "lr": 0.1,
+            "epochs": len(rows) - 1, "gamma": gamma, "diverged": False, "history": rows}
+
+
+def test_summary_table_and_seed_spread_give_the_numbers():
+    records = [_fake("delm", "square", s, [0.1, a], [1.0, tl], [0.08, sT])
+               for s, a, tl, sT in ((0, 0.80, 0.30, 0.1), (1, 0.82, 0.32, 0.2),
+                                    (2, 0.84, 0.34, 0.3))]
+    records += [_fake("linear", "square", s, [0.1, a], [1.0, 0.5]) for s, a in
+                ((0, 0.70, ), (1, 0.71), (2, 0.72))]
+    rows = {r["model"]: r for r in experiments.summary_table(records)}
+    assert rows["delm"]["test_acc"] == pytest.approx(0.82)
+    assert rows["delm"]["test_acc_std"] == pytest.approx(0.02)          # sample std, n - 1
+    assert rows["delm"]["train_loss"] == pytest.approx(0.32)
+    assert rows["delm"]["S0"] == pytest.approx(0.08) and rows["delm"]["ST"] == pytest.approx(0.2)
+    assert rows["linear"]["S0"] is None and rows["delm"]["epoch_time_s"] == pytest.approx(0.5)
+    spread = experiments.seed_spread(records, "delm", "linear", loss="square")
+    assert spread["differences"] == pytest.approx([0.10, 0.11, 0.12])
+    assert spread["exceeds"], spread              # 0.11 > 0.02 + 0.01
+    close = [_fake("linear", "square", s, [0.1, a], [1.0, 0.5]) for s, a in
+             ((0, 0.79), (1, 0.83), (2, 0.85))]
+    assert not experiments.seed_spread(records[:3] + close, "delm", "linear",
+                                       loss="square")["exceeds"]
+
+
+def test_figures_are_drawn_on_their_own_figure_without_global_state(tmp_path):
+    pyplot_before = "matplotlib.pyplot" in sys.modules
+    # raw values: reading rcParams["backend"] (or get_backend()) would itself import pyplot
+    rc = {k: dict.__getitem__(matplotlib.rcParams, k) for k in matplotlib.rcParams.keys()}
+    records = [_fake(m, loss, s, [0.1, 0.5, 0.7], [1.0, 0.6, 0.4], [0.08, 0.09, 0.1])
+               for m in ("delm", "linear") for loss in ("square", "cross_entropy")
+               for s in (0, 1)]
+    fig = experiments.plot_curves(records)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]                  # one mean line a model
+    assert all(len(ax.collections) == 2 for ax in fig.axes)              # one seed band a model
+    fig = experiments.plot_S_norm(records)
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2 + 1   # two losses, and γ
+    gap = {"loss": "square", "init": "gaussian", "lr": 0.1, "step": [0, 1, 2],
+           "delm_loss": [1.0, 0.5, 0.3], "linear_loss": [1.0, 0.6, 0.4], "optimum": 0.1}
+    fig = experiments.plot_gd_gap([gap])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    experiments.write_summary(records, tmp_path)
+    assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    changed = [k for k, v in rc.items() if dict.__getitem__(matplotlib.rcParams, k) is not v
+               and dict.__getitem__(matplotlib.rcParams, k) != v]
+    assert not changed, f"global rcParams changed: {changed}"
+    if not pyplot_before:
+        assert "matplotlib.pyplot" not in sys.modules, "a plot helper imported pyplot"
+
+
+def _write_idx(folder, n):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n, dtype=np.uint8)
+        for name, arr in ((f"{prefix}-images-idx3-ubyte", x), (f"{prefix}-labels-idx1-ubyte", y)):
+            head = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                         for d in arr.shape)
+            (folder / name).write_bytes(head + arr.tobytes())
+
+
+def test_full_datasets_want_a_gpu_unless_told(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="wants a GPU.*allow_cpu=True"):
+        experiments.run_full_datasets(tmp_path, root=tmp_path)
+
+
+def test_full_datasets_run_and_resume_from_files_on_disk(tmp_path, monkeypatch):
+    _write_idx(tmp_path / "data" / "MNIST" / "raw", 30)
+    monkeypatch.setattr(data, "_download", lambda *a: pytest.fail("downloaded"))
+    options = dict(datasets=["mnist"], allow_cpu=True, root=tmp_path / "data", models=["linear"],
+                   losses=["square"], seeds=[0], epochs=1, lr=0.01, batch_size=10,
+                   progress=False, device="cpu")
+    first = experiments.run_full_datasets(tmp_path / "out", **options)
+    assert len(first["mnist"]) == 1 and (tmp_path / "out" / "mnist" / "runs").is_dir()
+    monkeypatch.setattr(experiments, "fit", lambda *a, **k: pytest.fail("retrained"))
+    assert experiments.run_full_datasets(tmp_path / "out", **options) == first
+    with pytest.raises(ValueError, match="unknown dataset 'digits'"):
+        experiments.run_full_datasets(tmp_path, datasets=["digits"], allow_cpu=True)
+
+
+def test_command_line_runs_and_the_whole_comparison(tmp_path, capsys):
+    experiments.main(["run", "--dataset", "digits", "--models", "linear", "--losses",
+                      "cross_entropy", "--seeds", "0", "--epochs", "1", "--train-size", "80",
+                      "--test-size", "40", "--out", str(tmp_path / "one"), "--no-progress"])
     assert "1 runs in" in capsys.readouterr().out
-    record = json.loads((tmp_path / "runs" / "cross_entropy__linear__seed0.json").read_text())
-    assert record["command"].startswith("python -m deqlib.experiments --dataset digits")
-
-
-def test_tuning_picks_a_learning_rate_from_the_grid(tmp_path, capsys):
-    experiments.main(["--dataset", "digits", "--models", "linear", "--losses", "square", "--seeds", "0",
-                      "--epochs", "1", "--train-size", "80", "--test-size", "40", "--out", str(tmp_path),
-                      "--tune", "--lr-grid", "0.01", "0.05", "--no-progress"])
-    best = json.loads((tmp_path / "tuned" / "learning_rates.json").read_text())
-    assert best["square__linear"] in (0.01, 0.05)
+    record = json.loads(next((tmp_path / "one" / "runs").glob("*.json")).read_text())
+    assert record["command"].startswith("python -m deqlib.experiments run --dataset digits")
+    experiments.main(["--dataset", "digits", "--models", "linear", "delm", "--losses", "square",
+                      "--seeds", "0", "1", "--epochs", "1", "--train-size", "80",
+                      "--test-size", "40", "--lr", "square=0.05",
+                      "--lr-grid", "square=0.01:0.05", "--gd-steps", "3",
+                      "--out", str(tmp_path / "all"), "--no-progress"])
+    summary = json.loads((tmp_path / "all" / "comparison.json").read_text())
+    assert set(summary["tuned_lr"]) == {"square/linear", "square/delm"}
+    assert summary["same_lr"] == {"square": 0.05}
+    keys = {json.loads(p.read_text())["key"] for p in (tmp_path / "all").glob("**/*.json")
+            if p.parent.name in ("runs", "gd_gap")}
+    # same lr: 4; tuning adds lr 0.01 on seed 0 (its lr 0.05 runs are the same-lr ones, reused);
+    # the tuned seed-1 runs are new only where 0.01 won; 2 GD runs
+    new_tuned = sum(lr != 0.05 for lr in summary["tuned_lr"].values())
+    assert summary["distinct_runs"] == len(keys) == 4 + 2 + new_tuned + 2
+    assert len(list((tmp_path / "all" / "same_lr" / "runs").glob("*.json"))) == 4
+    assert len(list((tmp_path / "all" / "gd_gap").glob("gd_*.json"))) == 2
+    assert "tuned learning rates" in capsys.readouterr().out
 
 
 def test_unknown_model_or_loss_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         experiments.run_experiment(models=["resnet"], out=tmp_path, **TINY)
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         experiments.run_experiment(losses=["hinge"], out=tmp_path, **TINY)

@@ -29,7 +29,8 @@ _MODELS = {
 
 
 # the tanh DEQ trains on one loss and fewer digits only: its solves would dominate the time
-@pytest.mark.parametrize("name,loss", [(name, loss) for name in _MODELS for loss in functional.LOSSES
+@pytest.mark.parametrize("name,loss", [(name, loss) for name in _MODELS
+                                       for loss in functional.LOSSES
                                        if (name, loss) != ("tanh_deq", "square")])
 def test_fit_lowers_the_loss_on_digits(digits, name, loss):
     model = _MODELS[name](torch.Generator().manual_seed(0))
@@ -88,7 +89,8 @@ def test_numpy_scalars_are_accepted(digits):
     (dict(weight_decay=float("inf")), ValueError, r"weight_decay must be a finite number >= 0"),
     (dict(optimizer="adam", momentum=0.9), ValueError, "momentum=0.9 applies to SGD only"),
     (dict(callback=42), TypeError, "callback must be callable"),
-    (dict(callback=lambda m: 1.0), TypeError, "must return a dict of numbers to record; it returned float"),
+    (dict(callback=lambda m: 1.0), TypeError,
+     "must return a dict of numbers to record; it returned float"),
 ])
 def test_bad_options_are_rejected_by_name(digits, options, error, message):
     with pytest.raises(error, match=message):
