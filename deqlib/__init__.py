@@ -4,7 +4,9 @@ The library the book's chapters run on. One module per idea:
 
 * :mod:`deqlib.solvers`  fixed-point solvers (Picard, Anderson, Broyden) with statistics
 * :mod:`deqlib.implicit` the DEQ layer and its implicit / unrolled / one-step backward
-* :mod:`deqlib.models`   the deep equilibrium linear model and its peers, a tanh DEQ
+* :mod:`deqlib.layers`   nonlinear DEQ layers (a tanh DEQ, a convolutional DEQ) and the
+  pinned reference problem
+* :mod:`deqlib.models`   the deep equilibrium linear model and its explicit peers
 * :mod:`deqlib.theory`   the quantities of the convergence theorem
 * :mod:`deqlib.train`    a device-agnostic training loop
 * :mod:`deqlib.data`     datasets: embedded digits offline, MNIST & co. via torchvision
@@ -15,9 +17,9 @@ The library the book's chapters run on. One module per idea:
 """
 
 from . import check, data, diagrams, memory, plot, solvers, theory, train
-from .implicit import DEQ
-from .models import (DeepEquilibriumLinear, DeepLinearNetwork, LinearModel, TanhDEQ,
-                     reference_tanh_problem)
+from .implicit import DEQ, SolverStats
+from .layers import ConvDEQ, TanhDEQ, reference_tanh_problem
+from .models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
 from .solvers import (ConvergenceError, ConvergenceWarning, SolverResult, anderson, broyden,
                       picard, solve)
 
@@ -25,7 +27,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "check", "data", "diagrams", "memory", "plot", "solvers", "theory", "train",
-    "DEQ", "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel", "TanhDEQ",
+    "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
+    "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",
     "anderson", "broyden", "picard", "solve",
 ]

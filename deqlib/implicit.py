@@ -1,154 +1,550 @@
-"""The deep equilibrium (DEQ) layer and its backward passes.
+r"""The deep equilibrium (DEQ) layer and its backward passes.
 
-The implicit function theorem, once. Let z* = f(z*, x; θ) and let J = ∂f/∂z at z*.
-If I − J is invertible, z* is locally a differentiable function of (x, θ) and
+The implicit function theorem, once. Let f(z, θ) be continuously differentiable, z* = f(z*, θ)
+a fixed point, and J = ∂f/∂z at (z*, θ). If I − J is invertible, then near θ the fixed point
+is a differentiable function z*(θ), and
 
     ∂z*/∂θ = (I − J)⁻¹ ∂f/∂θ.
 
-For a loss ℓ(z*) with g = ∂ℓ/∂z*, the vector-Jacobian product we need is therefore
+For a loss ℓ(z*) with g = ∂ℓ/∂z*, the vector-Jacobian product that backprop needs is therefore
 
-    ∂ℓ/∂θ = (∂f/∂θ)ᵀ u,   where u solves the adjoint fixed point   u = Jᵀ u + g.
+    (∂z*/∂θ)ᵀ g = (∂f/∂θ)ᵀ u,   where u solves the adjoint fixed point   u = Jᵀu + g.
 
-Jᵀ u is one vector-Jacobian product of f at z*, so u is found by the same
-fixed-point solvers as z*, and no iteration of the forward solve is ever stored:
-memory is constant in the number of forward iterations.
+θ stands for everything f depends on besides z: its parameters and the input x. Jᵀu is one
+vector-Jacobian product of f at z*, so u is found by the same fixed-point solvers as z*
+(u ← Jᵀu + g converges when the spectral radius of J is below 1, the condition under which
+the forward iteration converges near z*). No iterate of the forward solve is stored: the memory
+kept for the backward pass is that of ONE application of f, whatever the number of iterations.
+:func:`fixed_point_vjp` is this theorem as a function; :class:`DEQ`'s backward calls it.
 
 Backward modes of :class:`DEQ`:
 
-* ``"implicit"``  the adjoint fixed point above (exact up to the solver tolerance);
-* ``"unrolled"``  backprop through Picard iterations run with the graph kept (memory
-  grows linearly with the number of iterations; for comparison);
+* ``"implicit"``  the adjoint fixed point above (exact up to the solver's tolerance);
+* ``"unrolled"``  backprop through the forward solver's iterations, run with the graph kept
+  (memory grows linearly with the number of iterations; exact derivatives of every order of
+  the computation that was run);
 * ``"one_step"``  Jacobian-free backprop (Fung et al., 2022): replace (I − J)⁻¹ by I,
   i.e. differentiate one application of f at the detached equilibrium.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import numbers
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .solvers import SolverResult, check_options, solve
+from .solvers import SOLVERS, ConvergenceWarning, SolverResult, check_options, solve
 
-__all__ = ["DEQ", "BACKWARD_MODES"]
+__all__ = ["DEQ", "DEQInfo", "SolverStats", "fixed_point_vjp", "BACKWARD_MODES", "PHASES"]
 
 BACKWARD_MODES = ("implicit", "unrolled", "one_step")
+#: The phases a solve belongs to, as passed to a DEQ's ``callback(result, phase)``.
+PHASES = ("forward", "backward")
+#: The dtypes the layer solves in: half precision cannot resolve a residual of 1e-6.
+DTYPES = (torch.float32, torch.float64)
+
+
+# ----------------------------------------------------------------------------- the theorem
+
+
+def fixed_point_vjp(
+    f_z: Tensor,
+    z: Tensor,
+    g: Tensor,
+    inputs: Sequence[Tensor] = (),
+    *,
+    solver: str = "anderson",
+    tol: float = 1e-6,
+    max_iter: int = 100,
+    solver_options: dict | None = None,
+) -> tuple[tuple[Tensor | None, ...], SolverResult]:
+    r"""(∂z*/∂θ)ᵀ g by the implicit function theorem: solve u = Jᵀu + g, return (∂f/∂θ)ᵀ u.
+
+    ``f_z = f(z, θ)`` must be ONE application of f, computed with autograd at the fixed point
+    from ``z`` (a tensor that requires grad, typically ``z_star.detach().requires_grad_()``).
+    Its graph is kept through the solve: each step of the adjoint solve is one
+    vector-Jacobian product Jᵀu of that graph, never a new application of f.
+
+    Args:
+        f_z: f(z, θ) at the fixed point, shape ``(batch, ...)`` (equal to z up to the forward
+            solve's tolerance).
+        z: the fixed point ``f_z`` was computed from.
+        g: ∂ℓ/∂z*, the gradient arriving at the equilibrium, z's shape.
+        inputs: the tensors θ whose gradient (∂f/∂θ)ᵀu is returned (None for one that f does
+            not depend on). Empty: only u is computed, and the caller lets autograd apply
+            (∂f/∂θ)ᵀ, as :class:`DEQ` does.
+        solver, tol, max_iter, solver_options: the adjoint solve's solver and its options.
+
+    Returns:
+        ``(grads, result)``: one gradient per input, and the adjoint solve's
+        :class:`~deqlib.solvers.SolverResult`, whose ``z`` is u.
+
+    Example::
+
+        z = z_star.detach().requires_grad_()
+        (grad_W,), result = fixed_point_vjp(f(z, W), z, g, (W,))
+    """
+
+    def adjoint_map(u: Tensor) -> Tensor:
+        (Jt_u,) = torch.autograd.grad(f_z, z, u, retain_graph=True, materialize_grads=True)
+        return Jt_u + g
+
+    options = _solver_options(solver, solver_options, "solver_options")
+    result = _solve(adjoint_map, g, solver, dict(options, tol=tol, max_iter=max_iter))
+    grads: tuple[Tensor | None, ...] = ()
+    if inputs:
+        grads = torch.autograd.grad(
+            f_z, tuple(inputs), result.z, retain_graph=True, allow_unused=True
+        )
+    return grads, result
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class DEQInfo:
+    """What one call of a :class:`DEQ` did: returned by ``deq(x, return_info=True)``.
+
+    Attributes:
+        forward: the forward solve's :class:`~deqlib.solvers.SolverResult`.
+        backward: the adjoint solve's result, filled when the implicit backward runs
+            (None before that, and always None for the unrolled and one-step backward).
+    """
+
+    forward: SolverResult
+    backward: SolverResult | None = None
+
+
+class SolverStats:
+    """A ready-made ``callback`` for a DEQ layer: collects every solve's steps and residual.
+
+    Per phase (``"forward"``, ``"backward"``) it keeps, for each solve, the number of steps,
+    the final residual (the largest in the batch, the number compared with ``tol``) and
+    whether it converged. :meth:`pop` summarises and resets, which is what a training loop's
+    per-epoch callback needs::
+
+        stats = deqlib.SolverStats(training_only=True)
+        model = deqlib.TanhDEQ(64, 32, 10, callback=stats)
+        history = deqlib.train.fit(model, data, callback=lambda model: stats.pop())
+
+    Args:
+        training_only: ignore forward solves run while autograd is off (``torch.no_grad()``,
+            e.g. the evaluation between epochs), so the numbers describe training steps only.
+
+    Attributes:
+        steps, residuals, converged: dicts from phase to a list with one entry per solve.
+    """
+
+    def __init__(self, *, training_only: bool = False):
+        self.training_only = bool(training_only)
+        self.reset()
+
+    def __call__(self, result: SolverResult, phase: str) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}; got phase={phase!r}")
+        if self.training_only and phase == "forward" and not torch.is_grad_enabled():
+            return
+        self.steps[phase].append(int(result.steps))
+        self.residuals[phase].append(float(result.final_residual.max()))
+        self.converged[phase].append(bool(result.converged))
+
+    def reset(self) -> None:
+        """Forget every solve recorded so far."""
+        self.steps: dict[str, list[int]] = {p: [] for p in PHASES}
+        self.residuals: dict[str, list[float]] = {p: [] for p in PHASES}
+        self.converged: dict[str, list[bool]] = {p: [] for p in PHASES}
+
+    def summary(self) -> dict[str, float]:
+        """Per phase: ``<phase>_solves``, ``_steps`` (mean), ``_steps_max``, ``_residual``
+        (mean of the final residuals), ``_residual_max`` and ``_unconverged`` (a count).
+        Means of a phase without solves are NaN."""
+        out: dict[str, float] = {}
+        for p in PHASES:
+            n, steps, res = len(self.steps[p]), self.steps[p], self.residuals[p]
+            nan = float("nan")
+            out[f"{p}_solves"] = n
+            out[f"{p}_steps"] = sum(steps) / n if n else nan
+            out[f"{p}_steps_max"] = max(steps) if n else nan
+            out[f"{p}_residual"] = sum(res) / n if n else nan
+            out[f"{p}_residual_max"] = max(res) if n else nan
+            out[f"{p}_unconverged"] = n - sum(self.converged[p])
+        return out
+
+    def pop(self) -> dict[str, float]:
+        """:meth:`summary`, then :meth:`reset`."""
+        out = self.summary()
+        self.reset()
+        return out
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{p}={len(self.steps[p])}" for p in PHASES)
+        return f"SolverStats(solves: {counts})"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+_INTERNAL = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, sys.modules[__package__]))
+
+
+def _warn_at_caller(message: str, category: type[Warning]) -> None:
+    """Warn at the first frame outside deqlib and torch: the user's line, also when the
+    warning comes from a backward pass that torch's engine called."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _solve(f: Callable[[Tensor], Tensor], z0: Tensor, method: str, options: dict) -> SolverResult:
+    """Call the solver; re-issue its ConvergenceWarning at the user's line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        result = solve(f, z0, method=method, **options)
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            _warn_at_caller(str(w.message), w.category)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def _tensors(x) -> list[Tensor]:
+    """The tensors in x: a tensor, or (nested) tuples, lists and dict values of them."""
+    if isinstance(x, Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for v in x for t in _tensors(v)]
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _tensors(v)]
+    return []
+
+
+def _functorch_active() -> bool:
+    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def _depends_on_other_than(out: Tensor, leaf: Tensor) -> bool:
+    """Whether autograd could carry a gradient from ``out`` to anything but ``leaf``."""
+    stack, seen = [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):  # AccumulateGrad: a leaf requiring grad
+            if node.variable is not leaf:
+                return True
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return False
+
+
+def _check_real(name: str, value, *, integer: bool = False):
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(
+            f"{name} must be {'an integer' if integer else 'a real number'}; "
+            f"got {name}={value!r} of type {type(value).__name__}"
+        )
+    value = int(value) if integer else float(value)
+    if integer and value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}")
+    if not integer and not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive finite number; got {name}={value!r}")
+    return value
+
+
+def _solver_options(solver: str, options, name: str) -> dict:
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(
+            f"{name} must be a dict of the solver's options; got {type(options).__name__}"
+        )
+    explicit = sorted({"tol", "max_iter"} & set(options))
+    if explicit:
+        raise TypeError(
+            f"{name} holds {explicit}: pass them as the layer's own keywords "
+            f"(tol=..., max_iter=..., backward_tol=..., backward_max_iter=...)"
+        )
+    check_options(solver, options)
+    return dict(options)
+
+
+class _ImplicitBackward(torch.autograd.Function):
+    """The identity on f(z*, θ) in the forward pass. In the backward pass it replaces the
+    gradient g arriving at the layer's output by u = (I − Jᵀ)⁻¹ g; autograd then carries u
+    through the one graph of f to θ and x, which is (∂f/∂θ)ᵀ u: the theorem's product."""
+
+    @staticmethod
+    def forward(ctx, f_z: Tensor, adjoint: _Adjoint) -> Tensor:
+        ctx.adjoint = adjoint
+        return f_z.view_as(f_z)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "DEQ(backward='implicit') does not support higher-order gradients "
+                "(create_graph=True): its adjoint solve is not itself differentiated, so a "
+                "second derivative would be wrong. Use backward='unrolled' for derivatives of "
+                "every order, or differentiate once with create_graph=False."
+            )
+        return ctx.adjoint(g), None
+
+
+@dataclass
+class _Adjoint:
+    """The adjoint solve of one forward call: its graph, its solver and where results go."""
+
+    f_z: Tensor
+    z: Tensor
+    solver: str
+    options: dict  # tol, max_iter and solver_options, as fixed_point_vjp takes them
+    info: DEQInfo
+    callback: Callable[[SolverResult, str], object] | None
+
+    def __call__(self, g: Tensor) -> Tensor:
+        _, result = fixed_point_vjp(self.f_z, self.z, g, solver=self.solver, **self.options)
+        self.info.backward = result
+        if self.callback is not None:
+            self.callback(result, "backward")
+        return result.z
+
+
+# ----------------------------------------------------------------------------- the layer
 
 
 class DEQ(nn.Module):
-    r"""An implicit layer: the output is the equilibrium z* = f(z*, x).
+    r"""An implicit layer: its output is the equilibrium z* = f(z*, x).
 
-    Forward: solve z = f(z, x) without building a graph, then apply f once more at the
-    (detached) equilibrium with the graph on, so that gradients reach f's parameters
-    and x. Backward: see ``backward`` below and the module docstring.
+    Forward: solve z = f(z, x) with the forward solver and no graph; then apply f ONCE with
+    the graph on, at the detached equilibrium, and return that application (equal to z* up to
+    the tolerance). The memory kept for backward is that one application's.
+    Backward (``backward=``): ``"implicit"`` solves u = Jᵀu + g with the backward solver,
+    using the graph of that one application for every Jᵀu (see the module docstring);
+    ``"unrolled"`` runs the forward solver with the graph on instead and backpropagates
+    through its iterations; ``"one_step"`` backpropagates through the one application only.
+
+    Statistics are not stored on the module. ``deq(x, return_info=True)`` returns ``(z, info)``
+    with ``info.forward`` the forward :class:`~deqlib.solvers.SolverResult`; ``info.backward``
+    is filled when the implicit backward runs. And ``callback(result, phase)``, if given, is
+    called after every solve with phase ``"forward"`` or ``"backward"`` (see
+    :class:`SolverStats`). This choice keeps the layer a plain, stateless ``nn.Module``:
+    nothing is written to it from inside autograd's backward, so it can be copied, compiled,
+    wrapped in DistributedDataParallel or called several times before one backward.
+
+    Higher-order gradients (``create_graph=True``) through the implicit backward raise an
+    error (the adjoint solve is not differentiated); the unrolled backward supports them.
+    ``torch.func`` transforms (grad, vjp, jacrev, vmap, ...) raise an error in every mode: the
+    solvers stop on a residual's value, which those transforms cannot trace.
 
     Args:
         f: an ``nn.Module`` (or callable) mapping ``(z, x)`` to a tensor of z's shape.
-        solver: forward solver, ``"picard"``, ``"anderson"`` or ``"broyden"``.
+        solver: ``"picard"``, ``"anderson"`` or ``"broyden"``: the forward solver (also the
+            one unrolled by ``backward="unrolled"``).
         backward: ``"implicit"`` (default), ``"unrolled"`` or ``"one_step"``.
-        tol, max_iter: forward stopping rule (relative residual by default).
-        solver_options: further options for the forward solver (e.g. ``{"memory": 5}``);
-            unknown options raise TypeError.
-        backward_solver, backward_tol, backward_max_iter, backward_solver_options:
-            the same for the adjoint solve; default to the forward's.
-        unroll_steps: the number of Picard steps kept in the graph for
-            ``backward="unrolled"`` (default ``max_iter``; it stops earlier when converged).
+        tol, max_iter: the forward solver's stopping rule (``max_iter`` also bounds the
+            iterations kept in the graph when unrolling).
+        solver_options: the solver's own options, e.g. ``{"memory": 5}`` for Anderson or
+            ``{"stop": "abs"}``; an option the solver does not know raises TypeError.
+        backward_solver, backward_tol, backward_max_iter, backward_solver_options: the same
+            for the adjoint solve, defaulting to the forward's (the options only when the
+            solver is the same). Only for ``backward="implicit"``: elsewhere they raise.
+        callback: ``callback(result, phase)`` after every solve (default None).
+        z_shape: the shape of z without the batch dimension, for when it cannot be inferred
+            as the shape of ``f(0, x)``.
 
     Shape:
-        x: anything ``f`` accepts; ``z0`` (optional start) and the output: ``(batch, ...)``,
-        the shape of ``f``'s output. Without ``z0`` the solve starts at zeros of the shape
-        of ``f(0, x)``, which requires ``z_shape`` when that cannot be inferred from x;
-        pass ``z_shape`` (without batch) to :class:`DEQ` or ``z0`` to ``forward``.
-
-    Attributes:
-        last_forward: :class:`~deqlib.solvers.SolverResult` of the last forward solve.
-        last_backward: :class:`~deqlib.solvers.SolverResult` of the last adjoint solve
-            (``None`` for the other backward modes).
+        x: anything f accepts (a tensor, or a tuple of tensors computed once per call, such as
+        a weight and an injection). ``z0`` (optional start) and the output:
+        ``(batch, *z_shape)``. The start defaults to zeros.
+        Computes in float32 or float64: half precision and integer z raise an error.
     """
 
-    def __init__(self, f: Callable[[Tensor, Tensor], Tensor], *, solver: str = "anderson",
-                 backward: str = "implicit", tol: float = 1e-6, max_iter: int = 100,
-                 solver_options: dict | None = None, backward_solver: str | None = None,
-                 backward_tol: float | None = None, backward_max_iter: int | None = None,
-                 backward_solver_options: dict | None = None, unroll_steps: int | None = None,
-                 z_shape: tuple[int, ...] | None = None):
+    def __init__(
+        self,
+        f: Callable[[Tensor, object], Tensor],
+        *,
+        solver: str = "anderson",
+        backward: str = "implicit",
+        tol: float = 1e-6,
+        max_iter: int = 100,
+        solver_options: dict | None = None,
+        backward_solver: str | None = None,
+        backward_tol: float | None = None,
+        backward_max_iter: int | None = None,
+        backward_solver_options: dict | None = None,
+        callback: Callable[[SolverResult, str], object] | None = None,
+        z_shape: Sequence[int] | None = None,
+    ):
         super().__init__()
+        if not callable(f):
+            raise TypeError(f"f must be callable as f(z, x); got {type(f).__name__}")
         if backward not in BACKWARD_MODES:
-            raise ValueError(f"backward must be one of {BACKWARD_MODES}; got backward={backward!r}")
+            raise ValueError(
+                f"backward must be one of {BACKWARD_MODES}; got backward={backward!r}"
+            )
+        if callback is not None and not callable(callback):
+            raise TypeError(
+                f"callback must be callable as callback(result, phase); got "
+                f"{type(callback).__name__}"
+            )
         self.f = f
         self.solver = solver
         self.backward_mode = backward
-        self.forward_options = dict(solver_options or {}, tol=tol, max_iter=max_iter)
-        check_options(solver, self.forward_options)
-        self.backward_solver = backward_solver or solver
-        if backward_solver_options is not None:
-            bopts = dict(backward_solver_options)
-        elif self.backward_solver == solver:  # same solver: same options by default
-            bopts = dict(solver_options or {})
-        else:
-            bopts = {}
-        bopts.update(tol=backward_tol if backward_tol is not None else tol,
-                     max_iter=backward_max_iter if backward_max_iter is not None else max_iter)
-        check_options(self.backward_solver, bopts)
-        self.backward_options = bopts
-        if unroll_steps is not None and not (isinstance(unroll_steps, int) and unroll_steps >= 1):
-            raise ValueError(f"unroll_steps must be an integer >= 1; got {unroll_steps!r}")
-        self.unroll_steps = unroll_steps or max_iter
-        self.z_shape = tuple(z_shape) if z_shape is not None else None
-        self.last_forward: SolverResult | None = None
-        self.last_backward: SolverResult | None = None
+        self.tol = _check_real("tol", tol)
+        self.max_iter = _check_real("max_iter", max_iter, integer=True)
+        self.solver_options = _solver_options(solver, solver_options, "solver_options")
+        given = {
+            "backward_solver": backward_solver,
+            "backward_tol": backward_tol,
+            "backward_max_iter": backward_max_iter,
+            "backward_solver_options": backward_solver_options,
+        }
+        if backward != "implicit":
+            unused = sorted(k for k, v in given.items() if v is not None)
+            if unused:
+                raise ValueError(
+                    f"{unused} only apply to backward='implicit' (the adjoint "
+                    f"solve); got backward={backward!r}: remove them"
+                )
+        self.backward_solver = backward_solver if backward_solver is not None else solver
+        if backward_solver_options is None and self.backward_solver == solver:
+            backward_solver_options = self.solver_options  # the same solver: the same options
+        self.backward_solver_options = _solver_options(
+            self.backward_solver, backward_solver_options, "backward_solver_options"
+        )
+        self.backward_tol = (
+            self.tol if backward_tol is None else _check_real("backward_tol", backward_tol)
+        )
+        self.backward_max_iter = (
+            self.max_iter
+            if backward_max_iter is None
+            else _check_real("backward_max_iter", backward_max_iter, integer=True)
+        )
+        self.callback = callback
+        if z_shape is not None:
+            z_shape = tuple(z_shape)
+            if not all(isinstance(n, int) and n >= 1 for n in z_shape):
+                raise ValueError(
+                    f"z_shape must be positive integers (without the batch "
+                    f"dimension); got z_shape={z_shape!r}"
+                )
+        self.z_shape = z_shape
 
     def extra_repr(self) -> str:
-        o = self.forward_options
-        return (f"solver={self.solver!r}, backward={self.backward_mode!r}, "
-                f"tol={o['tol']:g}, max_iter={o['max_iter']}")
+        return (
+            f"solver={self.solver!r}, backward={self.backward_mode!r}, "
+            f"tol={self.tol:g}, max_iter={self.max_iter}"
+        )
 
-    def _start(self, x: Tensor) -> Tensor:
-        if self.z_shape is not None:
-            return x.new_zeros((x.shape[0], *self.z_shape))
-        with torch.no_grad():  # infer the shape of z from one application at z = 0
-            try:
-                return torch.zeros_like(self.f(torch.zeros_like(x), x))
-            except Exception as err:  # noqa: BLE001 - re-raised with advice
-                raise ValueError(
-                    "DEQ could not infer the shape of z from x (f(0, x) failed); pass "
-                    "z_shape=... to DEQ or z0=... to forward") from err
+    # -- the start and the checks
 
-    def forward(self, x: Tensor, z0: Tensor | None = None) -> Tensor:
+    def _start(self, x) -> Tensor:
+        tensors = _tensors(x)
+        if self.z_shape is not None and tensors:
+            like = next((t for t in tensors if t.is_floating_point()), tensors[0])
+            dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+            return torch.zeros(
+                (tensors[0].shape[0], *self.z_shape), dtype=dtype, device=like.device
+            )
+        if isinstance(x, Tensor) and x.is_floating_point():
+            with torch.no_grad():  # infer z's shape from one application at z = 0
+                try:
+                    return torch.zeros_like(self.f(torch.zeros_like(x), x))
+                except Exception as err:  # noqa: BLE001 - re-raised with advice
+                    raise ValueError(
+                        "DEQ could not infer the shape of z from x (f(0, x) with 0 of x's shape "
+                        "failed); pass z_shape=... to DEQ or z0=... to forward"
+                    ) from err
+        raise ValueError(
+            "DEQ cannot infer the shape of z from an x that is not one "
+            "floating-point tensor; pass z_shape=... to DEQ or z0=... to forward"
+        )
+
+    @staticmethod
+    def _check_dtypes(x, z0: Tensor) -> None:
+        if not isinstance(z0, Tensor):
+            raise TypeError(f"z0 must be a torch.Tensor; got {type(z0).__name__}")
+        if z0.dtype not in DTYPES:
+            raise TypeError(
+                f"DEQ solves in float32 or float64; got z of dtype {z0.dtype}. Convert the "
+                "layer and its input with .float() or .double() (half precision cannot resolve "
+                "the residuals a solve needs; integers have no gradient)"
+            )
+        for t in _tensors(x):
+            if t.is_floating_point() and t.dtype not in DTYPES:
+                raise TypeError(
+                    f"DEQ solves in float32 or float64; got an input of dtype {t.dtype}. Convert "
+                    "the layer and its input with .float() or .double()"
+                )
+
+    # -- the forward pass
+
+    def forward(self, x, z0: Tensor | None = None, *, return_info: bool = False):
+        """Return z* (and a :class:`DEQInfo` when ``return_info=True``)."""
+        if _functorch_active():
+            raise RuntimeError(
+                "DEQ cannot run inside a torch.func transform (grad, vjp, jacrev, vmap, ...): "
+                "its solvers stop when a residual is small, a data-dependent decision these "
+                "transforms cannot trace. Use torch.autograd.grad or .backward() (and "
+                "torch.autograd.functional.jacobian for Jacobians); the layer is batched already."
+            )
         z0 = self._start(x) if z0 is None else z0
-        self.last_backward = None
-        if self.backward_mode == "unrolled":
-            return self._forward_unrolled(x, z0)
+        self._check_dtypes(x, z0)
+        options = dict(self.solver_options, tol=self.tol, max_iter=self.max_iter)
 
-        with torch.no_grad():
-            result = solve(lambda z: self.f(z, x), z0, method=self.solver, **self.forward_options)
-        self.last_forward = result
+        def f(z: Tensor) -> Tensor:
+            return self.f(z, x)
+
+        if self.backward_mode == "unrolled" and torch.is_grad_enabled():
+            result = _solve(f, z0, self.solver, options)  # under autograd: every step kept
+        else:
+            with torch.no_grad():
+                result = _solve(f, z0, self.solver, options)
+        if result.z.dtype != z0.dtype:
+            raise TypeError(
+                f"f returned dtype {result.z.dtype} for z of dtype {z0.dtype}; it "
+                "must return z's dtype"
+            )
+        info = DEQInfo(forward=result)
+        if self.callback is not None:
+            self.callback(result, "forward")
+        z = self._output(x, result, info)
+        return (z, info) if return_info else z
+
+    def _output(self, x, result: SolverResult, info: DEQInfo) -> Tensor:
+        if self.backward_mode == "unrolled":  # the solver's graph, or none under no_grad
+            return result.z
         z_star = result.z.detach()
-        # One differentiable application of f at the equilibrium: the gradient of
-        # this call with respect to θ and x is (∂f/∂θ)ᵀ(·), as the theorem needs.
-        z = self.f(z_star, x)
-        if self.backward_mode == "implicit" and z.requires_grad:
-            z_in = z_star.clone().requires_grad_()
-            f_in = self.f(z_in, x)
-
-            def adjoint(grad: Tensor | None) -> Tensor | None:
-                if grad is None:  # no gradient flows into z: nothing to solve
-                    return None
-                # u = Jᵀ u + g, with Jᵀu a vector-Jacobian product of f at z*.
-                def vjp_map(u: Tensor) -> Tensor:
-                    return torch.autograd.grad(f_in, z_in, u, retain_graph=True)[0] + grad
-                back = solve(vjp_map, grad, method=self.backward_solver, **self.backward_options)
-                self.last_backward = back
-                return back.z
-
-            z.register_hook(adjoint)
-        return z
-
-    def _forward_unrolled(self, x: Tensor, z0: Tensor) -> Tensor:
-        opts = dict(self.forward_options)
-        opts["max_iter"] = self.unroll_steps
-        opts = {k: v for k, v in opts.items() if k in ("tol", "stop", "strict", "max_iter")}
-        result = solve(lambda z: self.f(z, x), z0, method="picard", **opts)
-        self.last_forward = result
-        return result.z
+        if not torch.is_grad_enabled() or self.backward_mode == "one_step":
+            return self.f(z_star, x)
+        z_in = z_star.requires_grad_()
+        f_z = self.f(z_in, x)  # the one application of f whose graph is kept
+        if not _depends_on_other_than(f_z, z_in):  # nothing upstream needs a gradient
+            return f_z.detach()
+        adjoint = _Adjoint(
+            f_z,
+            z_in,
+            self.backward_solver,
+            {
+                "tol": self.backward_tol,
+                "max_iter": self.backward_max_iter,
+                "solver_options": self.backward_solver_options,
+            },
+            info,
+            self.callback,
+        )
+        return _ImplicitBackward.apply(f_z, adjoint)
