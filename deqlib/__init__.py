@@ -6,6 +6,8 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.implicit` the DEQ layer and its implicit / unrolled / one-step backward
 * :mod:`deqlib.layers`   nonlinear DEQ layers (a tanh DEQ, a convolutional DEQ) and the
   pinned reference problem
+* :mod:`deqlib.functional` the formulas, written once: the DELM's σ(A), U, W = BU and
+  gradients, and the tanh map
 * :mod:`deqlib.models`   the deep equilibrium linear model and its explicit peers
 * :mod:`deqlib.theory`   the quantities of the convergence theorem
 * :mod:`deqlib.train`    a device-agnostic training loop
@@ -16,17 +18,24 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.diagrams` the book's conceptual diagrams, drawn by code
 """
 
-from . import check, data, diagrams, memory, plot, solvers, theory, train
+from . import check, data, diagrams, functional, memory, plot, solvers, theory, train
 from .implicit import DEQ, SolverStats
 from .layers import ConvDEQ, TanhDEQ, reference_tanh_problem
 from .models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
-from .solvers import (ConvergenceError, ConvergenceWarning, SolverResult, anderson, broyden,
-                      picard, solve)
+from .solvers import (
+    ConvergenceError,
+    ConvergenceWarning,
+    SolverResult,
+    anderson,
+    broyden,
+    picard,
+    solve,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "data", "diagrams", "memory", "plot", "solvers", "theory", "train",
+    "check", "data", "diagrams", "functional", "memory", "plot", "solvers", "theory", "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",

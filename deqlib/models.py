@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -19,14 +18,7 @@ from . import functional as F
 from .implicit import DEQ
 from .solvers import SOLVERS
 
-__all__ = [
-    "DeepEquilibriumLinear",
-    "LinearModel",
-    "DeepLinearNetwork",
-    "TanhDEQ",
-    "ReferenceProblem",
-    "reference_tanh_problem",
-]
+__all__ = ["DeepEquilibriumLinear", "LinearModel", "DeepLinearNetwork"]
 
 
 def _check_features(name: str, value) -> int:
@@ -384,153 +376,3 @@ class DeepLinearNetwork(nn.Module):
         for w in self.weights:
             x = x @ w.T
         return x
-
-
-# --- a nonlinear DEQ
-
-
-class TanhDEQ(nn.Module):
-    r"""A small nonlinear DEQ: z* = tanh(W_z z* + W_x x + b), optionally read out by a linear layer.
-
-    tanh is 1-Lipschitz, so ‖W_z‖₂ < 1 makes the map a contraction and the
-    equilibrium unique (Banach). With ``max_norm=c`` (default 0.9) the weight used is
-    W_z · min(1, c/‖W_z‖₂), computed once per forward (one spectral norm), which keeps
-    the layer well-posed during training; ``max_norm=None`` leaves W_z free.
-
-    Args:
-        in_features, width: sizes of x and z.
-        out_features: size of an optional linear readout of z*; None returns z*.
-        max_norm: bound on ‖W_z‖₂, in (0, 1), or None.
-        solver, backward, tol, max_iter, solver_options: as in :class:`~deqlib.implicit.DEQ`.
-
-    Shape:
-        input ``(batch, in_features)``, output ``(batch, out_features or width)``.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        width: int,
-        out_features: int | None = None,
-        *,
-        max_norm: float | None = 0.9,
-        solver: str = "anderson",
-        backward: str = "implicit",
-        tol: float = 1e-6,
-        max_iter: int = 100,
-        solver_options: dict | None = None,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype | None = None,
-        device=None,
-    ):
-        super().__init__()
-        _check_features("in_features", in_features)
-        _check_features("width", width)
-        if out_features is not None:
-            _check_features("out_features", out_features)
-        if max_norm is not None and not (0 < max_norm < 1):
-            raise ValueError(
-                f"max_norm must lie in (0, 1) (a contraction) or be None; got max_norm={max_norm!r}"
-            )
-        self.in_features, self.width, self.max_norm = in_features, width, max_norm
-        factory = {"dtype": dtype, "device": device}
-        self.W_z = nn.Parameter(torch.empty(width, width, **factory))
-        self.W_x = nn.Parameter(torch.empty(width, in_features, **factory))
-        self.b = nn.Parameter(torch.zeros(width, **factory))
-        with torch.no_grad():
-            self.W_z.copy_(_gaussian(self.W_z.shape, 0.5 / math.sqrt(width), generator, self.W_z))
-            self.W_x.copy_(
-                _gaussian(self.W_x.shape, 1 / math.sqrt(in_features), generator, self.W_x)
-            )
-        self.readout = (
-            nn.Linear(width, out_features, **factory) if out_features is not None else None
-        )
-        self.deq = DEQ(
-            self._map,
-            solver=solver,
-            backward=backward,
-            tol=tol,
-            max_iter=max_iter,
-            solver_options=solver_options,
-        )
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, width={self.width}, max_norm={self.max_norm}"
-
-    def effective_W_z(self) -> Tensor:
-        """The W_z the layer uses: rescaled so that ‖W_z‖₂ ≤ max_norm."""
-        if self.max_norm is None:
-            return self.W_z
-        norm = torch.linalg.matrix_norm(self.W_z, ord=2)
-        return self.W_z * torch.clamp(self.max_norm / norm, max=1.0)
-
-    def map(self, x: Tensor) -> Callable[[Tensor], Tensor]:
-        """The map z ↦ tanh(W_z z + W_x x + b) for this x (detached: for solvers and plots)."""
-        _check_input(x, self.in_features, "TanhDEQ")
-        with torch.no_grad():
-            context = (self.effective_W_z(), x @ self.W_x.T + self.b)
-        return lambda z: self._map(z, context)
-
-    @staticmethod
-    def _map(z: Tensor, context: tuple[Tensor, Tensor]) -> Tensor:
-        W_z, injection = context
-        return F.tanh_map(z, W_z, injection)
-
-    def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.in_features, "TanhDEQ")
-        # W_z's rescaling and the injection W_x x + b do not change during the solve:
-        # compute them once, not at every iteration.
-        context = (self.effective_W_z(), x @ self.W_x.T + self.b)
-        z = self.deq(context, x.new_zeros(x.shape[0], self.width))
-        return z if self.readout is None else self.readout(z)
-
-
-# --- the pinned reference problem
-
-
-@dataclass
-class ReferenceProblem:
-    """The pinned tanh DEQ f(z) = tanh(W_z z + W_x x) of DESIGN.md (batch 64, width 256)."""
-
-    W_z: Tensor
-    W_x: Tensor
-    x: Tensor
-    rho: float
-
-    def f(self, z: Tensor) -> Tensor:
-        return F.tanh_map(z, self.W_z, self.x @ self.W_x.T)
-
-    def z0(self) -> Tensor:
-        return torch.zeros_like(self.x)
-
-    def to(self, *args, **kwargs) -> ReferenceProblem:
-        return ReferenceProblem(
-            self.W_z.to(*args, **kwargs),
-            self.W_x.to(*args, **kwargs),
-            self.x.to(*args, **kwargs),
-            self.rho,
-        )
-
-
-def reference_tanh_problem(
-    rho: float = 0.99,
-    *,
-    batch: int = 64,
-    width: int = 256,
-    dtype: torch.dtype = torch.float64,
-    device=None,
-) -> ReferenceProblem:
-    """Draw the pinned reference problem: W_z has spectral radius ``rho`` (not a 2-norm contraction).
-
-    With ``torch.Generator().manual_seed(0)``, in float64 and in this order:
-    G = randn(width, width); W_x = randn(width, width)/16; x = 0.1·randn(batch, width);
-    W_z = G / max|eig(G)| · rho. Then cast to ``dtype``.
-    """
-    if not (0 < rho < 1):
-        raise ValueError(f"rho (the spectral radius of W_z) must lie in (0, 1); got rho={rho!r}")
-    g = torch.Generator().manual_seed(0)
-    G = torch.randn(width, width, generator=g, dtype=torch.float64)
-    W_x = torch.randn(width, width, generator=g, dtype=torch.float64) / 16
-    x = 0.1 * torch.randn(batch, width, generator=g, dtype=torch.float64)
-    W_z = G / torch.linalg.eigvals(G).abs().max() * rho
-    return ReferenceProblem(W_z, W_x, x, rho).to(dtype=dtype, device=device)
