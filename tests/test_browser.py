@@ -33,7 +33,7 @@ WIDTH = 1280
 
 
 @pytest.fixture(scope="module")
-def browser(built_site, chromium_path):
+def browser(chromium_path, built_site):
     from playwright.sync_api import Error, sync_playwright
 
     html, _ = built_site
@@ -98,52 +98,92 @@ def stored_images(notebook: dict) -> int:
     return count
 
 
+#: Everything the per-page tests need, measured in one visit of the page.
+PROBE = """() => {
+    const all = selector => Array.from(document.querySelectorAll(selector));
+    const article = document.querySelector('article.bd-article');
+    const right = article.getBoundingClientRect().right + 1;
+    const over = e => e.scrollWidth > e.clientWidth + 1
+                      || e.getBoundingClientRect().right > right;
+    const longest = t => t.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '');
+    const pre = article.querySelector('div.cell_input pre');
+    let columns = null;
+    if (pre) {
+        const probe = document.createElement('span');
+        probe.textContent = 'x'.repeat(100);
+        pre.appendChild(probe);
+        const char = probe.getBoundingClientRect().width / 100;
+        probe.remove();
+        const style = getComputedStyle(pre);
+        const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+        columns = Math.floor((pre.clientWidth - padding) / char);
+    }
+    return {
+        images: all('img').map(i => [i.src.slice(-40), i.complete, i.naturalWidth]),
+        figures: all('.cell_output img')
+            .filter(i => !i.closest('.jupyter-widgets') && !i.classList.contains('widget-image'))
+            .map(i => [i.complete && i.naturalWidth > 0, (i.closest('figure') || {}).id || '']),
+        untypeset: all('.math').filter(e => !e.querySelector('mjx-container'))
+            .map(e => e.textContent.slice(0, 40)),
+        text: document.querySelector('main').innerText,
+        proofs: all('div.proof').length,
+        refs: all('a.reference.internal').map(a => a.textContent),
+        colab: all('a').map(a => a.href).filter(h => h.includes('colab')),
+        wide_code: Array.from(article.querySelectorAll('pre')).filter(over)
+            .map(e => longest(e.textContent).slice(0, 70)),
+        wide_math: Array.from(article.querySelectorAll('div.math, mjx-container[display="true"]'))
+            .filter(over).map(e => e.textContent.slice(0, 70)),
+        columns: columns,
+    };
+}"""
+
+
+@pytest.fixture(scope="module")
+def visit(browser):
+    """``visit(name)``: the probe of book/<name>.html (loaded once, offline, at 1280 px), with
+    the requests that tried to leave the local server; a full-page screenshot is kept in
+    _build/screenshots/ for review."""
+    seen = {}
+
+    def measure(name):
+        if name not in seen:
+            page, outside = open_offline(browser, f"book/{name}.html")
+            seen[name] = {**page.evaluate(PROBE), "outside": outside}
+            shots = browser[2].parent / "screenshots"
+            shots.mkdir(exist_ok=True)
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+            page.close()
+        return seen[name]
+
+    return measure
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_renders_offline(browser, chapter):
-    page, outside = open_offline(browser, f"book/{chapter}.html")
-    images = page.evaluate(
-        "Array.from(document.images).map(i => [i.src.slice(-40), i.complete, i.naturalWidth])"
-    )
+def test_chapter_renders_offline(visit, chapter):
+    page = visit(chapter)
+    images = page["images"]
     assert images, "no figures on the page"
     assert all(done and width > 0 for _, done, width in images), (
         f"figures that did not load: {images}"
     )
     # MathJax turned every math element into typeset output: no raw TeX is left on the page.
-    untypeset = page.evaluate("""Array.from(document.querySelectorAll('.math'))
-        .filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 40))""")
-    assert not untypeset, f"math left as raw TeX: {untypeset[:5]}"
-    assert "\\lVert" not in page.inner_text("main")
+    assert not page["untypeset"], f"math left as raw TeX: {page['untypeset'][:5]}"
+    assert "\\lVert" not in page["text"]
     # Theorem boxes and their cross-references.
-    boxes = page.evaluate("document.querySelectorAll('div.proof').length")
     source = (BOOK / f"{chapter}.ipynb").read_text()
     if re.search(r"```\{prf:(theorem|lemma|proposition|definition)\}", source):
-        assert boxes > 0, "the chapter's theorem boxes did not render"
-    refs = page.evaluate(
-        "Array.from(document.querySelectorAll('a.reference.internal')).map(a => a.textContent)"
-    )
-    assert not any("??" in r for r in refs)
+        assert page["proofs"] > 0, "the chapter's theorem boxes did not render"
+    assert not any("??" in r for r in page["refs"]), "unresolved cross-references"
     # The Colab button opens this chapter's notebook.
-    colab = page.evaluate(
-        "Array.from(document.querySelectorAll('a')).map(a => a.href)"
-        ".filter(h => h.includes('colab'))"
-    )
+    colab = page["colab"]
     assert colab and all(h.endswith(f"/book/{chapter}.ipynb") for h in colab), colab
-    assert not outside, f"the page tried to reach the network: {outside[:5]}"
-    _, _, html = browser
-    shots = html.parent / "screenshots"
-    shots.mkdir(exist_ok=True)
-    page.screenshot(path=str(shots / f"{chapter}.png"), full_page=True)
-    page.close()
+    assert not page["outside"], f"the page tried to reach the network: {page['outside'][:5]}"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_figures_in_the_cell_outputs_match_the_notebooks_stored_images(browser, chapter):
+def test_figures_in_the_cell_outputs_match_the_notebooks_stored_images(visit, chapter):
     expected = stored_images(load_notebook(BOOK / f"{chapter}.ipynb"))
-    page, _ = open_offline(browser, f"book/{chapter}.html")
-    shown = page.evaluate("""Array.from(document.querySelectorAll('.cell_output img'))
-        .filter(i => !i.closest('.jupyter-widgets') && !i.classList.contains('widget-image'))
-        .map(i => [i.complete && i.naturalWidth > 0, (i.closest('figure') || {}).id || ''])""")
-    page.close()
+    shown = visit(chapter)["figures"]
     assert len(shown) == expected, (
         f"the page shows {len(shown)} figures in its cell outputs; the notebook stores "
         f"{expected} images"
@@ -152,42 +192,19 @@ def test_figures_in_the_cell_outputs_match_the_notebooks_stored_images(browser, 
 
 
 @pytest.mark.parametrize("name", PAGES)
-def test_no_code_block_or_equation_overflows_at_1280px(browser, name):
-    page, _ = open_offline(browser, f"book/{name}.html")
-    wide = page.evaluate("""() => {
-        const article = document.querySelector('article.bd-article');
-        const right = article.getBoundingClientRect().right + 1;
-        const over = e => e.scrollWidth > e.clientWidth + 1
-                          || e.getBoundingClientRect().right > right;
-        const longest = t => t.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '');
-        return {
-          code: Array.from(article.querySelectorAll('pre')).filter(over)
-            .map(e => longest(e.textContent).slice(0, 70)),
-          math: Array.from(article.querySelectorAll('div.math, mjx-container[display="true"]'))
-            .filter(over).map(e => e.textContent.slice(0, 70)),
-        };
-    }""")
-    page.close()
-    assert not wide["code"], f"code or output wider than the page at {WIDTH} px: {wide['code']}"
-    assert not wide["math"], f"equations wider than the page at {WIDTH} px: {wide['math']}"
+def test_no_code_block_or_equation_overflows_at_1280px(visit, name):
+    page = visit(name)
+    assert not page["wide_code"], (
+        f"code or output wider than the page at {WIDTH} px: {page['wide_code']}"
+    )
+    assert not page["wide_math"], (
+        f"equations wider than the page at {WIDTH} px: {page['wide_math']}"
+    )
 
 
-def test_the_line_length_fits_the_page_at_1280px(browser):
+def test_the_line_length_fits_the_page_at_1280px(visit):
     """The line length (pyproject.toml) fits the content column: book/_static/wide-code.css."""
-    page, _ = open_offline(browser, "book/01_implicit_layers.html")
-    columns = page.evaluate("""() => {
-        const pre = document.querySelector('div.cell_input pre');
-        const probe = document.createElement('span');
-        probe.textContent = 'x'.repeat(100);
-        pre.appendChild(probe);
-        const char = probe.getBoundingClientRect().width / 100;
-        probe.remove();
-        const style = getComputedStyle(pre);
-        const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
-        const inner = pre.clientWidth - padding;
-        return Math.floor(inner / char);
-    }""")
-    page.close()
+    columns = visit(CHAPTERS[0])["columns"]
     assert columns >= LINE_LENGTH, (
         f"only {columns} columns of code fit at {WIDTH} px; the line length is {LINE_LENGTH}"
     )
