@@ -9,7 +9,7 @@ cell that drew nothing, or whose image went to a closed pyplot backend): these t
 import re
 
 import pytest
-from conftest import BOOK, CHAPTERS, LINE_LENGTH, NOTEBOOKS, load_notebook
+from conftest import BOOK, CHAPTERS, LINE_LENGTH, NOTEBOOKS, ROOT, load_notebook
 
 pytestmark = pytest.mark.book
 
@@ -200,3 +200,35 @@ def test_chapter_has_an_exercise_the_reader_completes(path):
     )
     solutions = [c for c in cells if "hide-input" in c.get("metadata", {}).get("tags", [])]
     assert solutions, f"{path.name}: the book's solution is not in a hide-input cell"
+
+
+def test_a_cell_ending_with_a_deqlib_figure_stores_one_png_in_a_fresh_kernel(tmp_path):
+    """The display path the figure convention relies on: executed as scripts/execute_notebooks.py
+    executes the chapters, a cell that ends with a deqlib Figure stores exactly one PNG, with
+    matplotlib.pyplot never imported in the kernel."""
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location(
+        "execute_notebooks", ROOT / "scripts" / "execute_notebooks.py"
+    )
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    cells = [
+        "import sys\nfrom deqlib import diagrams, plot",
+        "plot.lines({'anderson': [1.0, 0.1, 0.01]}, yscale='log')",
+        "diagrams.forward_and_adjoint()",
+        "with plot.style():\n    fig, ax = plot.subplots()\n    ax.plot([1, 2, 3])\nfig",
+        "print('matplotlib.pyplot' in sys.modules)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "figures.ipynb"
+    nbformat.write(nb, path)
+    runner.execute(path)
+    done = load_notebook(path)["cells"]
+    assert [images(c) for c in done] == [0, 1, 1, 1, 0]
+    assert [o["data"].keys() >= {"image/png"} for c in done[1:4] for o in c["outputs"]] == [
+        True
+    ] * 3
+    assert "".join(done[4]["outputs"][0]["text"]).strip() == "False", "pyplot was imported"
