@@ -30,16 +30,13 @@ Backward modes of :class:`DEQ`:
 from __future__ import annotations
 
 import numbers
-import os
-import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .solvers import SOLVERS, ConvergenceWarning, SolverResult, check_options, solve
+from .solvers import SOLVERS, SolverResult, check_options, solve
 
 __all__ = ["DEQ", "DEQInfo", "SolverStats", "fixed_point_vjp", "BACKWARD_MODES", "PHASES"]
 
@@ -96,7 +93,8 @@ def fixed_point_vjp(
         return Jt_u + g
 
     options = _solver_options(solver, solver_options, "solver_options")
-    result = _solve(adjoint_map, g, solver, dict(options, tol=tol, max_iter=max_iter))
+    with torch.autocast(g.device.type, enabled=False):  # the solver's arithmetic in g's dtype
+        result = solve(adjoint_map, g, method=solver, tol=tol, max_iter=max_iter, **options)
     grads: tuple[Tensor | None, ...] = ()
     if inputs:
         grads = torch.autograd.grad(
@@ -189,31 +187,6 @@ class SolverStats:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-_INTERNAL = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, sys.modules[__package__]))
-
-
-def _warn_at_caller(message: str, category: type[Warning]) -> None:
-    """Warn at the first frame outside deqlib and torch: the user's line, also when the
-    warning comes from a backward pass that torch's engine called."""
-    frame, level = sys._getframe(0), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
-
-
-def _solve(f: Callable[[Tensor], Tensor], z0: Tensor, method: str, options: dict) -> SolverResult:
-    """Call the solver; re-issue its ConvergenceWarning at the user's line."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        result = solve(f, z0, method=method, **options)
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            _warn_at_caller(str(w.message), w.category)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return result
 
 
 def _tensors(x) -> list[Tensor]:
@@ -370,7 +343,9 @@ class DEQ(nn.Module):
         x: anything f accepts (a tensor, or a tuple of tensors computed once per call, such as
         a weight and an injection). ``z0`` (optional start) and the output:
         ``(batch, *z_shape)``. The start defaults to zeros.
-        Computes in float32 or float64: half precision and integer z raise an error.
+        z is float32 or float64 (a half-precision or integer z0 raises an error); f may
+        compute in half precision inside (e.g. under ``torch.autocast``): its output is cast
+        to z's dtype, as the solvers do.
     """
 
     def __init__(
@@ -475,21 +450,22 @@ class DEQ(nn.Module):
         )
 
     @staticmethod
-    def _check_dtypes(x, z0: Tensor) -> None:
+    def _check_start(z0: Tensor) -> None:
         if not isinstance(z0, Tensor):
             raise TypeError(f"z0 must be a torch.Tensor; got {type(z0).__name__}")
         if z0.dtype not in DTYPES:
             raise TypeError(
                 f"DEQ solves in float32 or float64; got z of dtype {z0.dtype}. Convert the "
                 "layer and its input with .float() or .double() (half precision cannot resolve "
-                "the residuals a solve needs; integers have no gradient)"
+                "the residuals a solve needs; integers have no gradient); f itself may compute "
+                "in half precision, e.g. under torch.autocast"
             )
-        for t in _tensors(x):
-            if t.is_floating_point() and t.dtype not in DTYPES:
-                raise TypeError(
-                    f"DEQ solves in float32 or float64; got an input of dtype {t.dtype}. Convert "
-                    "the layer and its input with .float() or .double()"
-                )
+
+    def _apply(self, z: Tensor, x) -> Tensor:
+        """One application of f, returned in z's dtype (as the solvers cast it): f may compute
+        in half precision, e.g. under torch.autocast, while z and the solves stay in float32."""
+        out = self.f(z, x)
+        return out if out.dtype == z.dtype else out.to(z.dtype)
 
     # -- the forward pass
 
@@ -503,22 +479,24 @@ class DEQ(nn.Module):
                 "torch.autograd.functional.jacobian for Jacobians); the layer is batched already."
             )
         z0 = self._start(x) if z0 is None else z0
-        self._check_dtypes(x, z0)
+        self._check_start(z0)
         options = dict(self.solver_options, tol=self.tol, max_iter=self.max_iter)
 
-        def f(z: Tensor) -> Tensor:
-            return self.f(z, x)
+        # Under torch.autocast only f computes in half precision; the solver's own arithmetic
+        # (Anderson's Gram matrix and its Cholesky factor) stays in z's dtype.
+        device = z0.device.type
+        autocast = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else None
 
-        if self.backward_mode == "unrolled" and torch.is_grad_enabled():
-            result = _solve(f, z0, self.solver, options)  # under autograd: every step kept
-        else:
-            with torch.no_grad():
-                result = _solve(f, z0, self.solver, options)
-        if result.z.dtype != z0.dtype:
-            raise TypeError(
-                f"f returned dtype {result.z.dtype} for z of dtype {z0.dtype}; it "
-                "must return z's dtype"
-            )
+        def f(z: Tensor) -> Tensor:
+            if not autocast:
+                return self.f(z, x)
+            with torch.autocast(device, dtype=dtype):
+                return self.f(z, x)
+
+        unrolled = self.backward_mode == "unrolled" and torch.is_grad_enabled()
+        with torch.set_grad_enabled(unrolled), torch.autocast(device, enabled=False):
+            result = solve(f, z0, method=self.solver, **options)  # unrolled: every step kept
         info = DEQInfo(forward=result)
         if self.callback is not None:
             self.callback(result, "forward")
@@ -530,9 +508,9 @@ class DEQ(nn.Module):
             return result.z
         z_star = result.z.detach()
         if not torch.is_grad_enabled() or self.backward_mode == "one_step":
-            return self.f(z_star, x)
+            return self._apply(z_star, x)
         z_in = z_star.requires_grad_()
-        f_z = self.f(z_in, x)  # the one application of f whose graph is kept
+        f_z = self._apply(z_in, x)  # the one application of f whose graph is kept
         if not _depends_on_other_than(f_z, z_in):  # nothing upstream needs a gradient
             return f_z.detach()
         adjoint = _Adjoint(

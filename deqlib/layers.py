@@ -243,8 +243,8 @@ class ConvDEQ(nn.Module):
         max_norm: the contraction bound in (0, 1) (default 0.9), or None for no bound.
         solver, backward, tol, max_iter, solver_options, backward_solver, backward_tol,
             backward_max_iter, backward_solver_options, callback: as in
-            :class:`~deqlib.implicit.DEQ`. Defaults: Anderson to tol 1e-4 (float32
-            training needs no more) within 50 steps.
+            :class:`~deqlib.implicit.DEQ`. Defaults: Anderson, to tol 1e-4 (float32 training
+            needs no more), within 50 steps.
         generator: a ``torch.Generator`` for the initialisation.
 
     Shape:
