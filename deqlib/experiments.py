@@ -59,7 +59,8 @@ __all__ = [
     "MODELS", "MODEL_LABELS", "FULL_DATASETS", "CorruptRunWarning", "make_model", "delm_spectra",
     "run_settings", "run_key", "run_experiment", "load_runs", "tune_learning_rates",
     "gd_loss_gap", "run_gd_gaps", "paper_comparison", "run_full_datasets", "summary_table",
-    "seed_spread", "write_summary", "plot_curves", "plot_S_norm", "plot_gd_gap", "main",
+    "summary_text", "seed_spread", "write_summary", "plot_curves", "plot_S_norm", "plot_gd_gap",
+    "main",
 ]
 
 MODELS = ("delm", "delm_low_rank", "linear", "deep2", "deep3")
@@ -718,6 +719,28 @@ def summary_table(records: Iterable[dict]) -> list[dict]:
                                            for r in ok])[0],
             })
     return rows
+
+
+def summary_text(records: Iterable[dict], *, times: bool = False) -> str:
+    """:func:`summary_table` as aligned text: test accuracy (%) mean ± std over the seeds, the
+    final training loss, ‖S₀‖₂ → ‖S_T‖₂ for the DELM, and with ``times`` the training time per
+    epoch (left out by default: timings change from run to run)."""
+    head = (f"{'loss':14}{'model':23}{'lr':>7}{'test acc (%)':>16}{'train loss':>12}"
+            f"{'‖S₀‖₂ → ‖S_T‖₂':>19}" + (f"{'s/epoch':>9}" if times else ""))
+    lines = [head]
+    for row in summary_table(records):
+        lr = ",".join(f"{v:g}" for v in row["lr"])
+        acc = (f"{100 * row['test_acc']:.1f} ± {100 * row['test_acc_std']:.1f}"
+               if row["seeds"] > row["diverged"] else "diverged")
+        spectra = f"{row['S0']:.4f} → {row['ST']:.4f}" if row["S0"] is not None else ""
+        line = (f"{row['loss']:14}{MODEL_LABELS[row['model']]:23}{lr:>7}{acc:>16}"
+                f"{row['train_loss']:>12.4f}{spectra:>19}")
+        if row["diverged"] and row["seeds"] > row["diverged"]:
+            line += f"  ({row['diverged']} of {row['seeds']} seeds diverged)"
+        if times:
+            line += f"{row['epoch_time_s']:>9.2f}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def seed_spread(records: Iterable[dict], a: str, b: str, *, loss: str,

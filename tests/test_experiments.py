@@ -219,6 +219,8 @@ def test_summary_table_and_seed_spread_give_the_numbers():
     assert rows["delm"]["train_loss"] == pytest.approx(0.32)
     assert rows["delm"]["S0"] == pytest.approx(0.08) and rows["delm"]["ST"] == pytest.approx(0.2)
     assert rows["linear"]["S0"] is None and rows["delm"]["epoch_time_s"] == pytest.approx(0.5)
+    text = experiments.summary_text(records).splitlines()
+    assert "82.0 ± 2.0" in text[1] and "0.0800 → 0.2000" in text[1] and "71.0 ± 1.0" in text[2]
     spread = experiments.seed_spread(records, "delm", "linear", loss="square")
     assert spread["differences"] == pytest.approx([0.10, 0.11, 0.12])
     assert spread["exceeds"], spread              # 0.11 > 0.02 + 0.01
