@@ -301,22 +301,23 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
     for loss in losses:
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
+    every = [run_settings(dataset=dataset, model=name, loss=loss, seed=seed,
+                          lr=_lr_for(lr, loss, name), epochs=epochs, batch_size=batch_size,
+                          train_size=train_size, test_size=test_size, data_seed=data_seed,
+                          gamma=gamma, delta=delta, width=width)
+             for loss in losses for name in models for seed in seeds]     # all checked first
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     data = load(dataset, root=root, download=download, train_size=train_size,
                 test_size=test_size, seed=data_seed)
-    todo = [(loss, name, seed) for loss in losses for name in models for seed in seeds]
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=f"{dataset} runs")
+        bar = tqdm(total=len(every), desc=f"{dataset} runs")
     records = []
-    for loss, name, seed in todo:
-        settings = run_settings(dataset=dataset, model=name, loss=loss, seed=seed,
-                                lr=_lr_for(lr, loss, name), epochs=epochs, batch_size=batch_size,
-                                train_size=train_size, test_size=test_size, data_seed=data_seed,
-                                gamma=gamma, delta=delta, width=width)
+    for settings in every:
+        loss, name, seed = settings["loss"], settings["model"], settings["seed"]
         key = run_key(settings)
         path = out / "runs" / f"{loss}__{name}__seed{seed}__{key}.json"
         record = _resume(path, settings, _run_complete)
