@@ -14,11 +14,13 @@ benchmarks/results/delm_step.json (delm_step_cuda.json on a GPU).
 """
 
 import argparse
+import os
 
 import torch
 from common import interleaved_medians, save
 
 import deqlib
+from deqlib import functional as F
 from deqlib.train import resolve_device
 
 
@@ -26,7 +28,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--per-sample", action="store_true", help="also time the per-sample solve (slow)")
+    parser.add_argument(
+        "--per-sample", action="store_true", help="also time the per-sample solve (slow)"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -40,33 +44,50 @@ def main():
         def fn():
             model.zero_grad(set_to_none=True)
             (model(xb) - yb).pow(2).sum().backward()
+
         return fn
 
     def autograd_delm(xb, yb):  # autograd through the Cholesky path, for comparison
         def fn():
             delm.zero_grad(set_to_none=True)
-            C = delm.A.T @ delm.A
-            S = delm.gamma * C / (torch.linalg.matrix_norm(C) + delm.delta)
-            L = torch.linalg.cholesky(torch.eye(m, device=device) - S)
-            V = torch.cholesky_solve(delm.B.T.contiguous(), L)
-            ((xb @ V) - yb).pow(2).sum().backward()
+            W = F.end_to_end(delm.A, delm.B, delm.gamma, delm.delta)
+            ((xb @ W.T) - yb).pow(2).sum().backward()
+
         return fn
 
     A = delm.A.detach()
 
-    def floor():  # the dense work no DELM step can avoid
-        C = A.T @ A
-        torch.linalg.cholesky(torch.eye(m, device=device) + C / torch.linalg.matrix_norm(C))
+    def floor():  # the dense work no DELM step can avoid: AᵀA, its Cholesky, and A·(AᵀA)
+        C, _, _ = F._factor(A, delm.gamma, delm.delta)
         A @ C
 
-    full = interleaved_medians({"delm": step(delm, X, Y), "linear": step(linear, X, Y),
-                                "delm_autograd": autograd_delm(X, Y)}, args.repeats, device)
+    full = interleaved_medians(
+        {
+            "delm": step(delm, X, Y),
+            "linear": step(linear, X, Y),
+            "delm_autograd": autograd_delm(X, Y),
+        },
+        args.repeats,
+        device,
+    )
     xb, yb = X[:batch], Y[:batch]
-    mini = interleaved_medians({"delm": step(delm, xb, yb), "floor": floor, "linear": step(linear, xb, yb),
-                                "delm_autograd": autograd_delm(xb, yb)}, args.repeats, device)
+    mini = interleaved_medians(
+        {
+            "delm": step(delm, xb, yb),
+            "floor": floor,
+            "linear": step(linear, xb, yb),
+            "delm_autograd": autograd_delm(xb, yb),
+        },
+        args.repeats,
+        device,
+    )
     results = {
-        "threads": torch.get_num_threads(), "shape": {"n": n, "m": m, "m_y": m_y, "batch": batch},
-        "full_batch_seconds": full, "mini_batch_seconds": mini,
+        # a shared machine: the 1-minute load average after the run says how busy it was
+        "load_average": os.getloadavg()[0],
+        "threads": torch.get_num_threads(),
+        "shape": {"n": n, "m": m, "m_y": m_y, "batch": batch},
+        "full_batch_seconds": full,
+        "mini_batch_seconds": mini,
         "ratios": {
             "full_batch_delm_over_linear": full["delm"] / full["linear"],
             "full_batch_autograd_over_linear": full["delm_autograd"] / full["linear"],
@@ -75,20 +96,28 @@ def main():
         },
     }
     if args.per_sample:  # z* solved per sample: n right-hand sides through a general solve
+
         def per_sample():
             delm.zero_grad(set_to_none=True)
             S = delm.S()
             Z = torch.linalg.solve(torch.eye(m, device=device) - S, X.T).T
             ((Z @ delm.B.T) - Y).pow(2).sum().backward()
+
         ps = interleaved_medians({"per_sample": per_sample}, 3, device)["per_sample"]
         results["full_batch_seconds"]["delm_per_sample"] = ps
         results["ratios"]["full_batch_per_sample_over_linear"] = ps / full["linear"]
     path = save("delm_step", results, device)
     print(f"results: {path}")
-    for k, v in {**{f"full {k}": v for k, v in full.items()}, **{f"mini {k}": v for k, v in mini.items()}}.items():
+    for k, v in {
+        **{f"full {k}": v for k, v in full.items()},
+        **{f"mini {k}": v for k, v in mini.items()},
+    }.items():
         print(f"  {k:22} {1e3 * v:9.2f} ms")
     for k, v in results["ratios"].items():
-        target = {"full_batch_delm_over_linear": " (target <= 2.0)", "mini_batch_delm_over_floor": " (target <= 1.5)"}
+        target = {
+            "full_batch_delm_over_linear": " (target <= 2.0)",
+            "mini_batch_delm_over_floor": " (target <= 1.5)",
+        }
         print(f"ratio {k}: {v:.2f}{target.get(k, '')}")
 
 
