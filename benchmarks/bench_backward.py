@@ -107,7 +107,13 @@ def backward_times(rho: float, repeats: int, device) -> dict:
     p = deqlib.reference_tanh_problem(rho, dtype=torch.float32, device=device)
     W, injection = parameters(p)
     weights = torch.randn(p.x.shape, generator=torch.Generator().manual_seed(0)).to(device)
-    ours = deqlib.DEQ(f_tanh, tol=TOL, max_iter=1000)
+    ours = {
+        "deqlib": deqlib.DEQ(f_tanh, tol=TOL, max_iter=1000),
+        # the adjoint problem is linear: Picard's cheap steps may beat Anderson's there
+        "deqlib, picard adjoint": deqlib.DEQ(
+            f_tanh, tol=TOL, max_iter=1000, backward_solver="picard", backward_max_iter=5000
+        ),
+    }
     theirs = torchdeq.get_deq(
         ift=True,
         f_solver="anderson",
@@ -119,11 +125,11 @@ def backward_times(rho: float, repeats: int, device) -> dict:
         f_max_iter=1000,
         b_max_iter=1000,
     )
-    steps = {"deqlib": {}, "torchdeq": {}}
+    steps = {name: {} for name in (*ours, "torchdeq")}
 
-    def run_deqlib():
-        z, info = ours((W, injection), p.z0(), return_info=True)
-        return z, lambda: steps["deqlib"].update(
+    def run_deqlib(name):
+        z, info = ours[name]((W, injection), p.z0(), return_info=True)
+        return z, lambda: steps[name].update(
             forward=info.forward.steps, backward=info.backward.steps
         )
 
@@ -136,7 +142,8 @@ def backward_times(rho: float, repeats: int, device) -> dict:
             forward=int(info["nstep"].max()), backward=int(backward_info["nstep"].max())
         )
 
-    contenders = {"deqlib": run_deqlib, "torchdeq": run_torchdeq}
+    contenders = {name: (lambda name=name: run_deqlib(name)) for name in ours}
+    contenders["torchdeq"] = run_torchdeq
     times = {name: {"forward": [], "backward": []} for name in contenders}
     for repeat in range(repeats + 1):  # the first round warms up
         for name, run in contenders.items():
@@ -261,7 +268,7 @@ def main():
         timing[str(rho)] = t = backward_times(rho, args.repeats, device)
         for name, r in t.items():
             print(
-                f"rho {rho} {name:8}: forward {1e3 * r['forward_seconds']:6.1f} ms "
+                f"rho {rho} {name:22}: forward {1e3 * r['forward_seconds']:6.1f} ms "
                 f"({r['forward_steps']} steps), backward {1e3 * r['backward_seconds']:6.1f} ms "
                 f"({r['backward_steps']} steps): backward/forward "
                 f"{r['backward_over_forward']:.2f}"
@@ -282,6 +289,12 @@ def main():
         ],
         **{
             f"backward / forward time, rho {rho}": timing[rho]["deqlib"]["backward_over_forward"]
+            for rho in timing
+        },
+        **{
+            f"backward (picard adjoint) / forward time, rho {rho}": timing[rho][
+                "deqlib, picard adjoint"
+            ]["backward_over_forward"]
             for rho in timing
         },
         **{

@@ -461,7 +461,7 @@ class DEQ(nn.Module):
                 "in half precision, e.g. under torch.autocast"
             )
 
-    def _apply(self, z: Tensor, x) -> Tensor:
+    def _apply_f(self, z: Tensor, x) -> Tensor:
         """One application of f, returned in z's dtype (as the solvers cast it): f may compute
         in half precision, e.g. under torch.autocast, while z and the solves stay in float32."""
         out = self.f(z, x)
@@ -508,9 +508,9 @@ class DEQ(nn.Module):
             return result.z
         z_star = result.z.detach()
         if not torch.is_grad_enabled() or self.backward_mode == "one_step":
-            return self._apply(z_star, x)
+            return self._apply_f(z_star, x)
         z_in = z_star.requires_grad_()
-        f_z = self._apply(z_in, x)  # the one application of f whose graph is kept
+        f_z = self._apply_f(z_in, x)  # the one application of f whose graph is kept
         if not _depends_on_other_than(f_z, z_in):  # nothing upstream needs a gradient
             return f_z.detach()
         adjoint = _Adjoint(

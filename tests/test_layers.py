@@ -1,5 +1,7 @@
 """deqlib.layers: TanhDEQ, ConvDEQ and the pinned reference problem."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as nnf
@@ -123,6 +125,23 @@ def test_tanh_deq_rejects_bad_input_and_options():
         TanhDEQ(3, 4, dtype=torch.float16)
     with pytest.raises(TypeError, match="unknown option"):
         TanhDEQ(3, 4, solver="picard", solver_options={"memory": 5})
+
+
+@pytest.mark.parametrize("make", [lambda: TanhDEQ(64, 8, 10), lambda: ConvDEQ((8, 8), 10)])
+def test_layers_are_plain_modules(make):
+    """.double(), state_dict and deepcopy work as on any nn.Module, before and after a call."""
+    model = make()
+    x = torch.rand(3, 64)
+    out = model(x)
+    model = model.double()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    twin = make().double()
+    twin.load_state_dict(model.state_dict())
+    copied = copy.deepcopy(model)
+    x = x.double()
+    assert_close(twin(x), model(x), atol=0, rtol=0)
+    assert_close(copied(x), model(x), atol=0, rtol=0)
+    assert_close(model(x).float(), out, atol=1e-4, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- ConvDEQ
