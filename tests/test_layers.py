@@ -59,7 +59,7 @@ def test_tanh_deq_trains_in_both_dtypes(dtype):
     x, y = torch.randn(16, 6, dtype=dtype), torch.randn(16, 2, dtype=dtype)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(30):
+    for _ in range(20):
         opt.zero_grad()
         out, info = model(x, return_info=True)
         loss = (out - y).pow(2).mean()
@@ -148,9 +148,10 @@ def test_layers_are_plain_modules(make):
 
 
 def test_conv_deq_gradient_passes_gradcheck():
+    """With respect to the image and the equilibrium's weights (the readout is a plain layer)."""
     model = tiny_conv()
     x = tiny_images().requires_grad_()
-    params = dict(model.named_parameters())
+    params = {name: p for name, p in model.named_parameters() if name in ("K", "V", "b")}
 
     def fn(x, *values):
         return torch.func.functional_call(model, dict(zip(params, values)), (x,))
