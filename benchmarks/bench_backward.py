@@ -22,6 +22,7 @@ float32, with W_z and the injection W_x x as the parameters being differentiated
 """
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -319,6 +320,8 @@ def main():
             "ratios": ratios,
             "memory": memory,
             "timing": timing,
+            # a shared machine: the 1-minute load average after the run says how busy it was
+            "load_average": os.getloadavg()[0],
             "tol": TOL,
             "threads": torch.get_num_threads(),
             "memory_measure": memory_measure,
