@@ -48,6 +48,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.ticker
 import torch
 
 from . import plot
@@ -797,7 +798,8 @@ def _band(ax, xs, curves, style, label, spread: str) -> None:
         lo, hi = mean - t.std(0), mean + t.std(0)
     else:
         lo, hi = t.min(0).values, t.max(0).values
-    ax.plot(xs, mean.tolist(), label=f"{label} ({len(curves)} seeds)", **style)
+    seeds = f"{len(curves)} seed" + ("s" if len(curves) != 1 else "")
+    ax.plot(xs, mean.tolist(), label=f"{label} ({seeds})", **style)
     if len(curves) > 1:
         ax.fill_between(xs, lo.tolist(), hi.tolist(), color=style.get("color"), alpha=0.18,
                         linewidth=0)
@@ -855,22 +857,27 @@ def plot_S_norm(records: Iterable[dict], *, spread: str = "range"):
     if not records:
         raise ValueError("plot_S_norm needs DELM runs (model 'delm' or 'delm_low_rank'); got none")
     fig, ax = plot.subplots()
+    colors = {"delm": plot.PALETTE["delm"], "delm_low_rank": "#CC79A7"}
     with plot.style():
         for name in ("delm", "delm_low_rank"):
-            for loss, dash in zip(LOSSES, ("-", ":")):
+            for loss, dash, marker in zip(LOSSES, ("-", ":"), ("o", "s")):
                 ok = [r for r in records if r["model"] == name and r["loss"] == loss]
                 if not ok:
                     continue
                 curves = [[row["S_norm"] for row in r["history"]] for r in ok]
-                style = {**_STYLES[name], "linestyle": dash,
-                         "marker": "o" if name == "delm" else "s", "markersize": 3}
+                style = {"color": colors[name], "linestyle": dash, "marker": marker,
+                         "markersize": 3}
                 _band(ax, list(range(len(curves[0]))), curves, style,
                       f"{MODEL_LABELS[name]}, {loss.replace('_', '-')}", spread)
-        gammas = sorted({r["gamma"] for r in records})
-        for g in gammas:
-            ax.axhline(g, color="grey", linestyle=":", linewidth=1.2, label=f"γ = {g:g}")
-        ax.set(xlabel="epoch", ylabel="‖S_t‖₂", yscale="log",
-               title=f"{records[0].get('dataset', '')}: ‖S_t‖₂ along training")
+        for g in sorted({r["gamma"] for r in records}):
+            ax.axhline(g, color="grey", linestyle="--", linewidth=1.0, label=f"γ = {g:g}")
+        ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0) if low <= t <= high]
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set(xlabel="epoch", ylabel=r"$\|S_t\|_2$ (log scale)",
+               title=f"{records[0].get('dataset', '')}: " + r"$\|S_t\|_2$ along training")
         ax.legend(fontsize=8)
     return fig
 
@@ -903,9 +910,11 @@ def plot_gd_gap(records: Iterable[dict]):
                             label=start)
             rates = ", ".join(sorted({f"{r['lr']:g}" for r in records if r["loss"] == loss}))
             top.set(yscale="log", title=f"{loss.replace('_', '-')} loss, lr = {rates}",
-                    ylabel="ℒ/n − optimum" if loss == "square" else "ℒ/n")
+                    ylabel=r"$\mathcal{L}/n$ − optimum" if loss == "square"
+                    else r"$\mathcal{L}/n$")
             bottom.axhline(0, color="grey", linewidth=1)
-            bottom.set(xlabel="full-batch GD step", ylabel="ℒ_linear − ℒ_DELM (mean)")
+            bottom.set(xlabel="full-batch GD step",
+                       ylabel=r"$(\mathcal{L}_{\mathrm{linear}} - \mathcal{L}_{\mathrm{DELM}})/n$")
             top.legend(fontsize=8)
             bottom.legend(fontsize=8)
     return fig
