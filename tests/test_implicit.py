@@ -16,6 +16,16 @@ from deqlib.memory import saved_tensor_bytes
 from deqlib.solvers import ConvergenceWarning
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are small: one intra-op thread is as fast as two, and it avoids the
+    OpenMP barrier stalls (tens of ms per operation) seen when the 2 cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def f_tanh(z, context):
     """The DEQ map z ↦ tanh(W z + injection), with context = (W, injection)."""
     return tanh_map(z, *context)
