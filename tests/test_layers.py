@@ -154,6 +154,20 @@ def test_layers_are_plain_modules(make):
     assert_close(model(x).float(), out, atol=1e-4, rtol=1e-4)
 
 
+def test_a_generator_alone_decides_the_initial_weights():
+    """Same generator seed, same weights (readout included); torch's global RNG is not drawn."""
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    for make in (
+        lambda g: TanhDEQ(4, 5, 3, generator=g),
+        lambda g: ConvDEQ((8, 8), 3, generator=g),
+    ):
+        a, b = (make(torch.Generator().manual_seed(7)) for _ in range(2))
+        assert_close(dict(a.state_dict()), dict(b.state_dict()), atol=0, rtol=0)
+    assert torch.equal(torch.rand(1), before), "building a layer drew from the global RNG"
+
+
 # ----------------------------------------------------------------------------- ConvDEQ
 
 
