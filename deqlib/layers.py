@@ -86,7 +86,8 @@ def _gaussian(shape, std: float, generator: torch.Generator | None, like: Tensor
 def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None, factory: dict):
     """nn.Linear with its default initialisation, U(±1/√fan_in), drawn from ``generator``
     (skip_init: building it draws nothing from torch's global generator)."""
-    layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out, **factory)
+    device = torch.get_default_device() if factory["device"] is None else factory["device"]
+    layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out, dtype=factory["dtype"], device=device)
     bound = 1 / math.sqrt(fan_in)
     with torch.no_grad():
         for p in (layer.weight, layer.bias):
