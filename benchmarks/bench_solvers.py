@@ -15,6 +15,7 @@ step is printed in units of one evaluation of f measured in the same run (the fl
 Also: Picard with a host synchronisation (.item()) every step against every 10 steps.
 
     python benchmarks/bench_solvers.py [--repeats 5] [--device auto] [--out solvers] [--threads N]
+        [--shape 256x1024] [--check-every 10]
     python benchmarks/bench_solvers.py --sweep     # deqlib's own memory/λ grid: the defaults
 """
 
@@ -51,6 +52,16 @@ def deqlib_run(f, z0, tol, method, **options):
     return run
 
 
+def torchdeq_available() -> bool:
+    try:
+        import torchdeq  # noqa: F401
+    except ImportError:
+        print("torchdeq is not installed (pip install -r benchmarks/requirements.txt): "
+              "its contenders are skipped")
+        return False
+    return True
+
+
 def torchdeq_run(f, z0, tol, name, **options):
     from torchdeq.solver import get_solver
     return lambda: get_solver(name)(f, z0, max_iter=MAX_ITER, tol=tol, stop_mode="rel",
@@ -69,42 +80,54 @@ def grid_name(m, lam):
     return f"torchdeq anderson m={m} lam={lam:.0e}"
 
 
-def measure(problem, shape, rho, tol, repeats, device):
+def measure(problem, shape, rho, tol, repeats, device, check_every=1, peer=True):
     f, z0 = reference_map(rho, **shape, device=device)
     runs = {}
     for m in METHODS:
         runs[f"deqlib {m}"] = deqlib_run(f, z0, tol, m)
-        runs[f"torchdeq {m}"] = torchdeq_run(f, z0, tol, THEIRS[m])
-    for m, lam in GRID:
+        if peer:
+            runs[f"torchdeq {m}"] = torchdeq_run(f, z0, tol, THEIRS[m])
+        if check_every > 1:
+            runs[f"deqlib {m} check_every={check_every}"] = deqlib_run(
+                f, z0, tol, m, check_every=check_every)
+    for m, lam in GRID if peer else ():
         if (m, lam) != TORCHDEQ_DEFAULT:
             runs[grid_name(m, lam)] = torchdeq_run(f, z0, tol, "anderson", m=m, lam=lam)
     verdicts = {name: steps_and_verdict(run(), tol) for name, run in runs.items()}
-    contenders = {"map": map_seconds(f, z0 + 0.1, MAP_EVALUATIONS), **runs}
+    z_typical = deqlib_run(f, z0, 1e-2, "picard")().z   # an iterate like the solvers' own
+    contenders = {"map": map_seconds(f, z_typical, MAP_EVALUATIONS), **runs}
     times = interleaved_medians(contenders, repeats, device)
     one_map = times.pop("map") / MAP_EVALUATIONS
 
     grid = {}
-    for m, lam in GRID:
+    for m, lam in GRID if peer else ():
         name = "torchdeq anderson" if (m, lam) == TORCHDEQ_DEFAULT else grid_name(m, lam)
         steps, ok = verdicts[name]
         grid[f"m={m} lam={lam:.0e}"] = {"steps": steps, "seconds": times[name], "converged": ok}
-    best = min((k for k in grid if grid[k]["converged"]), key=lambda k: grid[k]["seconds"])
-    main = [f"{who} {m}" for m in METHODS for who in ("deqlib", "torchdeq")]
+    main = [f"{who} {m}" for m in METHODS for who in ("deqlib", "torchdeq") if peer or
+            who == "deqlib"]
     row = {
         "problem": problem, **shape, "rho": rho, "tol": tol, "map_seconds": one_map,
         "steps": {n: verdicts[n][0] for n in main}, "seconds": {n: times[n] for n in main},
         "converged": {n: verdicts[n][1] for n in main},
-        "torchdeq_anderson_grid": grid, "torchdeq_anderson_best": best,
     }
-    row["steps"]["torchdeq anderson best"] = grid[best]["steps"]
-    row["seconds"]["torchdeq anderson best"] = grid[best]["seconds"]
-    row["converged"]["torchdeq anderson best"] = True
+    if peer:
+        best = min((k for k in grid if grid[k]["converged"]), key=lambda k: grid[k]["seconds"])
+        row.update(torchdeq_anderson_grid=grid, torchdeq_anderson_best=best)
+        row["steps"]["torchdeq anderson best"] = grid[best]["steps"]
+        row["seconds"]["torchdeq anderson best"] = grid[best]["seconds"]
+        row["converged"]["torchdeq anderson best"] = True
     row["step_in_maps"] = {n: row["seconds"][n] / row["steps"][n] / one_map for n in row["steps"]}
+    if check_every > 1:
+        row["check_every"] = {
+            n: {"steps": verdicts[n][0], "seconds": times[n], "converged": verdicts[n][1]}
+            for n in runs if "check_every" in n}
 
     print(f"\n{problem} (batch {shape['batch']}, width {shape['width']}), ρ = {rho}, "
           f"tol = {tol:.0e}: one evaluation of f = {1e6 * one_map:.0f} µs")
     for name in [*row["steps"], *(grid_name(m, lam) for m, lam in GRID
-                                  if (m, lam) != TORCHDEQ_DEFAULT)]:
+                                  if peer and (m, lam) != TORCHDEQ_DEFAULT),
+                 *(n for n in runs if "check_every" in n)]:
         steps, ok = verdicts.get(name, (row["steps"].get(name), True))
         seconds = times[name] if name in times else row["seconds"][name]
         print(f"  {name:34} {steps:5d} steps {'' if ok else '(NOT converged)':15}"
@@ -133,12 +156,13 @@ def ratios_of(rows, sync):
             ratios[f"{key} {m} step in map evaluations (deqlib)"] = c[f"deqlib {m}"]
         ratios[f"{key} anderson/picard time (deqlib)"] = s["deqlib anderson"] / s["deqlib picard"]
         ratios[f"{key} anderson/picard steps (deqlib)"] = t["deqlib anderson"] / t["deqlib picard"]
-        ratios[f"{key} anderson time deqlib/torchdeq best"] = (s["deqlib anderson"]
-                                                               / s["torchdeq anderson best"])
-        for m in METHODS:
-            ratios[f"{key} {m} time deqlib/torchdeq default"] = (s[f"deqlib {m}"]
-                                                                 / s[f"torchdeq {m}"])
-    ratios["sync every step / every 10 steps (picard, reference rho 0.99)"] = (
+        if "torchdeq anderson best" in s:
+            ratios[f"{key} anderson time deqlib/torchdeq best"] = (
+                s["deqlib anderson"] / s["torchdeq anderson best"])
+            for m in METHODS:
+                ratios[f"{key} {m} time deqlib/torchdeq default"] = (s[f"deqlib {m}"]
+                                                                     / s[f"torchdeq {m}"])
+    ratios["sync every step / every 10 steps (picard, first problem, rho 0.99)"] = (
         sync["picard_seconds_sync_every_1"] / sync["picard_seconds_sync_every_10"])
     return ratios
 
@@ -205,10 +229,17 @@ def main(args):
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.shape:
+        PROBLEMS.clear()
+        for text in args.shape:
+            batch, width = (int(n) for n in text.lower().split("x"))
+            PROBLEMS[text] = {"batch": batch, "width": width}
     if args.sweep:
         return sweep(args, device)
-    rows = [measure(*config, args.repeats, device) for config in configurations()]
-    f, z0 = reference_map(0.99, device=device)
+    peer = torchdeq_available()
+    rows = [measure(*config, args.repeats, device, args.check_every, peer)
+            for config in configurations()]
+    f, z0 = reference_map(0.99, **next(iter(PROBLEMS.values())), device=device)
     sync_times = interleaved_medians(
         {k: (lambda k=k: picard_sync_every(f, z0, 1e-6, MAX_ITER, k)) for k in (1, 10)},
         args.repeats, device)
@@ -226,6 +257,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="solvers", help="results/<out>.json")
+    parser.add_argument("--shape", action="append", metavar="BATCHxWIDTH",
+                        help="problem shape(s) instead of 64x256 and 32x512 (repeatable)")
+    parser.add_argument("--check-every", type=int, default=1,
+                        help="also time deqlib's solvers reading the rule every N steps")
     parser.add_argument("--sweep", action="store_true",
                         help="time deqlib's own memory / mix_every / λ grid (the defaults)")
     parser.add_argument("--threads", type=int, default=0,
