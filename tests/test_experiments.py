@@ -150,18 +150,23 @@ def test_a_diverged_run_is_stored_as_such_and_resumed(tmp_path):
     assert rows[0]["diverged"] == 1 and np.isnan(rows[0]["test_acc"])
 
 
-def test_tuning_picks_the_lowest_training_loss_and_reuses_that_run(tmp_path, monkeypatch):
+def test_tuning_picks_the_lowest_mean_training_loss_and_reuses_those_runs(tmp_path, monkeypatch):
     options = {k: v for k, v in TINY.items() if k != "progress"}
-    result = experiments.tune_learning_rates(lr_grid=[0.002, 0.02], models=["linear"],
-                                             losses=["square"], seed=0, out=tmp_path, **options)
+    result = experiments.tune_learning_rates(lr_grid=[0.002, 0.02, 80.0], models=["linear"],
+                                             losses=["square"], seeds=[0, 1], out=tmp_path,
+                                             **{**options, "epochs": 3})
     scores = result["scores"]["square/linear"]
-    assert result["chosen"]["square/linear"] == float(min(scores, key=scores.get))
+    assert scores["80"] == float("inf")                   # diverged: never chosen
     assert scores["0.02"] < scores["0.002"], scores      # a larger stable step gets further
+    runs = {(r["lr"], r["seed"]): r["history"][-1]["train_loss"] for r in result["runs"]
+            if not r["diverged"]}
+    assert scores["0.02"] == pytest.approx((runs[0.02, 0] + runs[0.02, 1]) / 2)
+    assert result["chosen"]["square/linear"] == 0.02
     stored = json.loads((tmp_path / "learning_rates.json").read_text())
-    assert stored["chosen"] == result["chosen"]
+    assert stored["chosen"] == result["chosen"] and stored["seeds"] == [0, 1]
     monkeypatch.setattr(experiments, "fit", lambda *a, **k: pytest.fail("retrained"))
-    experiments.run_experiment(models=["linear"], losses=["square"], seeds=[0],
-                               lr=result["chosen"], out=tmp_path, **TINY)
+    experiments.run_experiment(models=["linear"], losses=["square"], seeds=[0, 1],
+                               lr=result["chosen"], out=tmp_path, **{**TINY, "epochs": 3})
 
 
 def test_learning_rates_by_loss_and_model(tmp_path):
@@ -306,10 +311,9 @@ def test_command_line_runs_and_the_whole_comparison(tmp_path, capsys):
     assert summary["same_lr"] == {"square": 0.05}
     keys = {json.loads(p.read_text())["key"] for p in (tmp_path / "all").glob("**/*.json")
             if p.parent.name in ("runs", "gd_gap")}
-    # same lr: 4; tuning adds lr 0.01 on seed 0 (its lr 0.05 runs are the same-lr ones, reused);
-    # the tuned seed-1 runs are new only where 0.01 won; 2 GD runs
-    new_tuned = sum(lr != 0.05 for lr in summary["tuned_lr"].values())
-    assert summary["distinct_runs"] == len(keys) == 4 + 2 + new_tuned + 2
+    # same lr: 4 runs; tuning adds lr 0.01 on both seeds (its lr 0.05 runs are the same-lr
+    # ones, reused); 2 GD runs
+    assert summary["distinct_runs"] == len(keys) == 4 + 4 + 2
     assert len(list((tmp_path / "all" / "same_lr" / "runs").glob("*.json"))) == 4
     assert len(list((tmp_path / "all" / "gd_gap").glob("gd_*.json"))) == 2
     assert "tuned learning rates" in capsys.readouterr().out
