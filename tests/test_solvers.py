@@ -33,8 +33,8 @@ def affine_contraction(seed: int, *, batch=3, dim=6, q=0.8, dtype=torch.float64)
     return (lambda z: z @ M.T + c), z_star
 
 
-def tanh_problem(rho=0.99, dtype=torch.float64):
-    p = deqlib.reference_tanh_problem(rho, dtype=dtype)
+def tanh_problem(rho=0.99, dtype=torch.float64, *, batch=64, width=256):
+    p = deqlib.reference_tanh_problem(rho, dtype=dtype, batch=batch, width=width)
     injection = p.x @ p.W_x.T
     return (lambda z: deqlib.functional.tanh_map(z, p.W_z, injection)), p.z0()
 
@@ -75,7 +75,7 @@ def test_solver_finds_fixed_point_of_random_contraction(method, seed):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_converged_means_the_returned_iterate_satisfies_the_rule(method):
-    f, z0 = tanh_problem(0.99)
+    f, z0 = tanh_problem(0.9, batch=16, width=64)
     res = solve(f, z0, method=method, tol=1e-8, max_iter=1000)
     assert res.converged
     rho = rule(f, res.z, z0, 1e-8)
@@ -160,7 +160,7 @@ def test_any_trailing_shape_is_solved_per_sample(method, shape):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_check_every_reads_the_rule_less_often_and_still_verifies_it(method):
-    f, z0 = tanh_problem(0.9)
+    f, z0 = tanh_problem(0.9, batch=16, width=64)
     every = solve(f, z0, method=method, tol=1e-8, max_iter=500)
     sparse = solve(f, z0, method=method, tol=1e-8, max_iter=500, check_every=10)
     assert sparse.converged and sparse.steps % 10 == 0
