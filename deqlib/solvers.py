@@ -445,14 +445,15 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
 
     Defaults: p = 12, mixing every ⌈p/2⌉ = 6 steps, λ = 1e-4. On the pinned reference
     problems (batch 64 × width 256 and 32 × 512, ρ ∈ {0.9, 0.99}, tol ∈ {1e-4, 1e-6}) the
-    grid p ∈ {5, 8, 10, 12, 16, 20} × mix_every ∈ {1, ⌈p/2⌉, p} was timed
+    grid p ∈ {5, 8, 10, 12, 16, 20} × mix_every ∈ {1, ⌈p/2⌉, p} was timed twice
     (``benchmarks/bench_solvers.py --sweep``, results/solvers_defaults.json): p = 12 with
     mix_every = 6 had the best geometric-mean time relative to the fastest setting of each
-    problem (1.14; within the noise of p = 8 with mix_every 4 or 8, 1.15), and every classical
-    setting (mix_every = 1) was slower (1.5–2.5): mixing every step costs a small solve and
-    two passes over the histories per step and saves no steps on these problems. λ between 0
-    and 1e-2 changed the steps by at most 4 %; 1e-4 is the largest value with no measurable
-    effect, kept as a guard against nearly collinear residuals.
+    problem both times (1.14 and 1.07; the runners-up, e.g. p = 10 with mix_every 5 or p = 8
+    with mix_every 4, within 1–6 %), and every classical setting (mix_every = 1) was slower
+    (1.5–2.5): mixing every step costs a small solve and two passes over the histories per
+    step and saves no steps on these problems. λ between 0 and 1e-2 changed the steps by at
+    most 4 %; 1e-4 is the largest value with no measurable effect, kept as a guard against
+    nearly collinear residuals.
 
     Args:
         f, z0, tol, max_iter, stop, strict, check_every: as in :func:`picard`.
@@ -558,7 +559,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
 
 def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
             max_iter: int = 100, stop: str = "rel", strict: bool = False,
-            check_every: int = 1, memory: int = 20) -> SolverResult:
+            check_every: int = 1, memory: int = 10) -> SolverResult:
     r"""Find z = f(z) by Broyden's ("good") quasi-Newton method (Broyden, 1965).
 
     Solve g(z) = f(z) − z = 0 with an estimate H_k of the inverse Jacobian (∂g/∂z)⁻¹, per
@@ -578,11 +579,11 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     pair is not a valid inverse update (the later pairs were computed against it).
     No line search.
 
-    Default memory 20: on the pinned reference problems (see :func:`anderson`) memories 10
-    and 20 were the fastest of {10, 20, 30, 50} (geometric-mean time 1.04 and 1.06 of the
-    fastest, within the noise); 20 needs fewer steps where the problem is hard
-    (147 against 188 at ρ = 0.99, tol 1e-6, width 256). A step costs two batched products
-    with the stored pairs, so longer memories cost more per step than they save in steps.
+    Default memory 10: on the pinned reference problems (see :func:`anderson`) memory 10 was
+    the fastest of {10, 20, 30, 50} in two timed sweeps (geometric-mean time 1.04 and 1.00 of
+    the fastest; memory 20: 1.06 and 1.11), although 20 needs fewer steps where the problem is
+    hard (147 against 188 at ρ = 0.99, tol 1e-6, width 256): a step costs two batched products
+    with the stored pairs, so a longer memory costs more per step than it saves in steps.
 
     Args:
         f, z0, tol, max_iter, stop, strict, check_every: as in :func:`picard`.
