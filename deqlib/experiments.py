@@ -278,7 +278,7 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
     Args:
         dataset, root, download, train_size, test_size, data_seed: what
             :func:`deqlib.data.load` gets (``data_seed`` draws the subsets).
-        models: names from :data:`MODELS`; losses: from ``deqlib.functional.LOSSES``.
+        models: names from ``MODELS``; losses: from ``deqlib.functional.LOSSES``.
         seeds: the initialisation and shuffling seeds; one run per seed.
         epochs, batch_size: of SGD (``batch_size=None``: full batch).
         lr: one learning rate for all, or a mapping keyed by ``"loss/model"`` or ``"loss"``.
@@ -396,9 +396,10 @@ def tune_learning_rates(*, lr_grid: Sequence[float] | Mapping[str, Sequence[floa
         seeds: the seeds every candidate is scored on.
         options: passed to :func:`run_experiment` (dataset, epochs, batch_size, reuse_from…).
     Returns:
-        ``{"chosen": {"loss/model": lr}, "scores": {"loss/model": {lr: score}}, "seeds": ...,
-        "criterion": ...}``, also written to ``out/learning_rates.json``, and ``"runs"``: the
-        records of every tuning run (not written there).
+        A dict with the keys ``chosen`` (``"loss/model"`` → lr), ``scores`` (``"loss/model"``
+        → {lr → score}), ``seeds`` and ``criterion``, also written to
+        ``out/learning_rates.json``; and ``runs``, the records of every tuning run (not
+        written there).
     """
     chosen, scores, runs = {}, {}, []
     for loss in losses:
@@ -458,7 +459,7 @@ def gd_loss_gap(*, dataset: str = "mnist10k", loss: str = "square", init: str = 
     on this data.
 
     Returns:
-        A record: the settings, ``step`` (0 … steps), ``delm_loss`` and ``linear_loss`` (the
+        A record holding the settings, ``step`` (0 … steps), ``delm_loss`` and ``linear_loss`` (the
         mean training loss before each step, and after the last), ``S_step`` and ``S_norm``
         (‖S_t‖₂ every ``record_every`` steps), ``optimum`` (min_W ℒ(W)/n for the square loss,
         by least squares; None for the cross-entropy), and provenance.
@@ -759,7 +760,7 @@ def seed_spread(records: Iterable[dict], a: str, b: str, *, loss: str,
 
     Compares the last epoch's ``metric``, paired by seed (the same seed gives the DELM and the
     linear model the same W₀). ``exceeds`` is True when every paired difference has the same
-    sign and |mean difference| is larger than the sum of the two models' std over seeds.
+    sign and the absolute mean difference is larger than the sum of the two models' std over seeds.
     """
     records = _finished(records)
     by_seed = {m: {r["seed"]: r["history"][-1][metric] for r in records

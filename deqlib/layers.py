@@ -120,9 +120,8 @@ class TanhDEQ(nn.Module):
         in_features, width: sizes of x and z.
         out_features: size of an optional linear readout of z*; None returns z*.
         max_norm: the bound on ‖W_z‖₂, in (0, 1), or None.
-        solver, backward, tol, max_iter, solver_options, backward_solver, backward_tol,
-            backward_max_iter, backward_solver_options, callback: as in
-            :class:`~deqlib.implicit.DEQ`.
+        solver, backward, tol, max_iter, solver_options, callback: as in
+            :class:`~deqlib.implicit.DEQ`, and so are the ``backward_*`` options.
         generator: a ``torch.Generator`` for the initialisation.
 
     Shape:
@@ -243,10 +242,9 @@ class ConvDEQ(nn.Module):
         kernel_size: k, odd (default 3).
         pool: the readout's grid of averaged regions per side (default 4; at most H and W).
         max_norm: the contraction bound in (0, 1) (default 0.9), or None for no bound.
-        solver, backward, tol, max_iter, solver_options, backward_solver, backward_tol,
-            backward_max_iter, backward_solver_options, callback: as in
-            :class:`~deqlib.implicit.DEQ`. Defaults: Anderson, to tol 1e-4 (float32 training
-            needs no more), within 50 steps.
+        solver, backward, tol, max_iter, solver_options, callback: as in
+            :class:`~deqlib.implicit.DEQ`, and so are the ``backward_*`` options. Defaults:
+            Anderson, to tol 1e-4 (float32 training needs no more), within 50 steps.
         generator: a ``torch.Generator`` for the initialisation.
 
     Shape:
