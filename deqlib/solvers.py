@@ -55,8 +55,8 @@ backward pass: :func:`warn_at_caller` skips every frame inside deqlib and torch.
 **Cost.** A step is one evaluation of f plus the solver's own work. On a CPU that work is
 dominated by the fixed cost of each small tensor operation (a few µs each, against tens to
 hundreds of µs for f), not by arithmetic, so the steps are written with few operations:
-histories preallocated and written in place; Anderson mixes only every few steps (which, on
-the reference problems, costs no extra steps), and then adds the new Gram rows with one
+histories preallocated and written in place; Anderson mixes only every few steps (on the
+reference problems this takes about as many steps), and then adds the new Gram rows with one
 batched product, solves all samples' small systems with one LU call and mixes with one more
 product; Broyden's two low-rank products with its stored pairs are fused into two batched
 products. The host reads one number per step (the stopping test); ``check_every=k`` reads
@@ -451,9 +451,9 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     problem both times (1.14 and 1.07; the runners-up, e.g. p = 10 with mix_every 5 or p = 8
     with mix_every 4, within 1–6 %), and every classical setting (mix_every = 1) was slower
     (1.5–2.5): mixing every step costs a small solve and two passes over the histories per
-    step and saves no steps on these problems. λ between 0 and 1e-2 changed the steps by at
-    most 4 %; 1e-4 is the largest value with no measurable effect, kept as a guard against
-    nearly collinear residuals.
+    step, and saves few steps or none on these problems. λ between 0 and 1e-2 changed the
+    steps by at most 4 %; 1e-4 is the largest value with no measurable effect, kept as a
+    guard against nearly collinear residuals.
 
     Args:
         f, z0, tol, max_iter, stop, strict, check_every: as in :func:`picard`.
