@@ -197,7 +197,7 @@ def _check_common(f, z0, tol, max_iter, stop, strict, check_every):
         if z0.dtype in (torch.float16, torch.bfloat16):
             raise TypeError(
                 f"z0 has dtype {z0.dtype}; the solvers iterate in float32 or float64 (their "
-                "norms, Gram matrices and small Cholesky solves need the range and precision). "
+                "norms, Gram matrices and small linear solves need the range and precision). "
                 "Pass z0.float(); f may still compute in half precision inside (e.g. under "
                 "torch.autocast): its output is cast to z0's dtype.")
         raise TypeError(

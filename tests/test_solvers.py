@@ -239,6 +239,17 @@ def test_contraction_to_the_origin_converges(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_a_sample_already_at_its_fixed_point_does_not_disturb_the_others(method):
+    """Sample 0 starts exactly at its fixed point (residual 0: a singular Gram matrix)."""
+    c = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5]], dtype=torch.float64)
+    f = lambda z: 0.5 * torch.tanh(z) + c  # noqa: E731
+    res = solve(f, torch.zeros(2, 3, dtype=torch.float64), method=method, tol=1e-12,
+                max_iter=200, strict=True)
+    assert torch.all(res.z[0] == 0)
+    assert_close(res.z, f(res.z), rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_too_few_iterations_is_flagged_and_warned(method):
     f, z_star = affine_contraction(5, q=0.95)
     res, caught = quiet(f=f, z0=torch.zeros_like(z_star), method=method, tol=1e-12,
