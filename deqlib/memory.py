@@ -8,7 +8,7 @@ intercepted with ``torch.autograd.graph.saved_tensors_hooks``. On CUDA,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
