@@ -489,49 +489,56 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     rho = rule.start(z.detach(), fz.detach())
     track = fz.requires_grad
 
-    # FG[:, 0, i] = f(z_i) and FG[:, 1, i] = g_i: one norm call gives ‖f(z)‖ and ‖g‖ of a slot.
-    FG = z.new_zeros(b, 2, p, d)
+    # FG[0, :, i] = f(z_i) and FG[1, :, i] = g_i: one norm call gives ‖f(z)‖ and ‖g‖ of a slot,
+    # and F = FG[0], G = FG[1] are each contiguous, (batch, p, size).
+    FG = z.new_zeros(2, b, p, d)
     # The bordered system [[H, 1], [1ᵀ, 0]] [α; μ] = [0; 1] gives α with Σα = 1 directly.
     # Slots not yet used have H = I and border 0, so that their α is 0.
-    K = torch.eye(p + 1, dtype=dtype, device=device).repeat(b, 1, 1)
-    K[:, p, p] = 0
-    KH = K[:, :p, :p]
+    K = z.new_zeros(b, p + 1, p + 1)
+    K.diagonal(dim1=1, dim2=2)[:, :p] = 1   # (Tensor.repeat of an eye costs ~0.5 ms)
     rhs = z.new_zeros(p + 1, 1)
     rhs[p] = 1
+    rhs_b, solution = rhs.expand(b, p + 1, 1), z.new_empty(b, p + 1, 1)
     eye = torch.eye(p, dtype=dtype, device=device)
     inv_r0 = (1 / rule.r0 ** 2).view(b, 1, 1)
     # A tiny absolute floor on the diagonal keeps the system regular when a residual is 0.
     floor = math.sqrt(torch.finfo(dtype).tiny)
     blocks = {}   # first slot of a mixing step's new residuals → what its update needs
+    F, G = FG
+    KH = K[:, :p, :p]
 
     def block(first: int):
         if first not in blocks:
-            slots = [(first + t) % p for t in range(every)]
-            index = torch.tensor(slots, device=device)
+            if first + every <= p:   # consecutive slots: views, written in place
+                sl = slice(first, first + every)
+                index, rows, views = sl, eye[sl], (G[:, sl], KH[:, sl], KH[:, :, sl])
+            else:
+                slots = [(first + t) % p for t in range(every)]
+                index, rows, views = torch.tensor(slots, device=device), eye[slots], (None,) * 3
             # each new row is scaled by 1/r₀², and its diagonal entry by (1 + λ)
-            blocks[first] = (index, inv_r0 * (1 + lam * eye[slots]), floor * eye[slots],
-                             FG[:, 1, first:first + every] if first + every <= p else None)
+            blocks[first] = (index, inv_r0 * (1 + lam * rows), floor * rows, *views)
         return blocks[first]
 
-    Fs, Gs, pairs = FG[:, 0].unbind(1), FG[:, 1].unbind(1), FG.unbind(2)   # views per slot
+    Fs, Gs, pairs = F.unbind(1), G.unbind(1), FG.unbind(2)   # views per slot
+    norms = z.new_empty(2, b)   # ‖f(z)‖ and ‖g‖ of the last step, written in place
+    a, r = norms.unbind()
+    bordered = 0   # slots that have entered the constraint Σα = 1 (the border of K)
     k = 1
     while True:
         slot = (k - 1) % p
-        if k <= p:   # the slot enters the constraint Σα = 1
-            if track:
-                K = K.clone()
-                KH = K[:, :p, :p]
-            K[:, p, slot] = K[:, slot, p] = 1
         if track:   # unrolled backprop: the histories are written out of place
             FG = FG.clone()
-            FG[:, 0, slot], FG[:, 1, slot] = fz, fz - z
+            FG[0, :, slot], FG[1, :, slot] = fz, fz - z
             pair = FG[:, :, slot].detach()
         else:
             pair = pairs[slot]
             Fs[slot].copy_(fz)
             torch.sub(fz, z, out=Gs[slot])
         if k > 1:
-            a, r = norm(pair, dim=2).unbind(1)
+            if track:
+                a, r = norm(pair, dim=2).unbind()
+            else:
+                norm(pair, dim=2, out=norms)
             rho = rule.value(r, a if rel else None)
         status = rule.check(rho, k)
         if status or k == max_iter:
@@ -539,16 +546,27 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
         if k % every:
             z = fz                                   # a fixed-point step
         else:                                        # a mixing step
-            F, G = FG[:, 0], FG[:, 1]
-            index, scale, diag, new = block((k - every) % p)
-            if new is None or track:
-                new = G.index_select(1, index)
-            rows = torch.addcmul(diag, torch.bmm(new, G.mT), scale)   # (b, every, p)
+            index, scale, diag, new, K_rows, K_cols = block((k - every) % p)
             if track:
-                K = K.clone()
+                F, G, K = FG[0], FG[1], K.clone()
                 KH = K[:, :p, :p]
-            KH.index_copy_(1, index, rows).index_copy_(2, index, rows.mT)
-            alpha = torch.linalg.solve_ex(K, rhs)[0][:, :p].mT      # (b, 1, p)
+            if bordered < min(k, p):   # the slots used so far enter the constraint
+                bordered = min(k, p)
+                K[:, p, :bordered] = K[:, :bordered, p] = 1
+            if isinstance(index, slice) and not track:
+                rows = torch.addcmul(diag, torch.bmm(new, G.mT), scale)   # (b, every, p)
+                K_rows.copy_(rows)
+                K_cols.copy_(rows.mT)
+            else:
+                if isinstance(index, slice):
+                    index = torch.arange(index.start, index.stop, device=device)
+                rows = torch.addcmul(diag, torch.bmm(G.index_select(1, index), G.mT), scale)
+                KH.index_copy_(1, index, rows).index_copy_(2, index, rows.mT)
+            if track:
+                alpha = torch.linalg.solve_ex(K, rhs)[0][:, :p].mT          # (b, 1, p)
+            else:   # solve_ex's two steps, into a solution allocated once
+                LU, pivots, _ = torch.linalg.lu_factor_ex(K)
+                alpha = torch.linalg.lu_solve(LU, pivots, rhs_b, out=solution)[:, :p].mT
             z = torch.bmm(alpha, F).view(b, d)
             if beta < 1:   # β Σα f_i + (1 − β) Σα z_i, with z_i = f_i − g_i
                 z = torch.baddbmm(z.unsqueeze(1), alpha, G, alpha=beta - 1).view(b, d)
@@ -614,12 +632,22 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     W = z.new_zeros(b, 2 * m, d)
     mask = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=z.dtype, device=z.device).view(2, 1, 2)
     T = [z.new_empty(b, 2, d), z.new_empty(b, 2, d)]   # [g, Δz] of this step and the last
+    # Views made once (each indexing of a tensor costs about a µs): g and Δz in T; the stored
+    # pairs W[:, :2n], their transposes and the slots of pair n when first needed.
+    Tg, Tdz = (T[0][:, 0], T[1][:, 0]), (T[0][:, 1], T[1][:, 1])
+    views: list = [None] * m
+
+    def pairs(n: int):
+        if views[n] is None:
+            Wn = W[:, :2 * n]
+            views[n] = (Wn, Wn.mT, W[:, 2 * n], W[:, 2 * n + 1])
+        return views[n]
     g = fz - z
     if track:
         dz = g                                          # the first step: H = −I, Δz = g
     else:
-        T[1][:, 0].copy_(g)
-        dz = T[0][:, 1].copy_(g)
+        Tg[1].copy_(g)
+        dz = Tdz[0].copy_(g)
     n, k = 0, 1                                         # pairs stored, steps
     status = rule.check(rho, k)
     while not status and k < max_iter:
@@ -632,42 +660,57 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
             gd, fd = g.detach(), fz.detach()
         else:
             Tk = T[k % 2]
-            g_old, g = T[(k - 1) % 2][:, 0], torch.sub(fz, z, out=Tk[:, 0])
-            gd, fd = g, fz
+            g = gd = torch.sub(fz, z, out=Tg[k % 2])
+            fd = fz
         rho = rule.value(norm(gd, dim=1), norm(fd, dim=1) if rel else None)
         status = rule.check(rho, k)
         if status or k == max_iter:
             break
         if n == m:                                      # restart from H = −I
             n = 0
-        if n == 0:
-            # H = −I: H g = −g, v = Hᵀ Δz = −Δz, and Δz − H Δg = Δz + Δg
-            Hg, v = -g, -dz
-            dg = g - g_old
-            num = dz + dg
-            den = vecdot(v, dg)
-        else:
-            Wn = W[:, :2 * n]
-            P = torch.bmm(Tk, Wn.mT).view(b, 2, n, 2)
-            Q = (P.flip(-1) * mask).view(b, 2, 2 * n)
-            HT = torch.baddbmm(Tk, Q, Wn, beta=-1, alpha=-1)
-            Hg, v = HT[:, 0], HT[:, 1]                  # H g, and v = Hᵀ Δz (i.e. Δzᵀ H)
-            num = torch.neg(Hg)
-            den = vecdot(dz, Hg) + vecdot(dz, dz)
-        # 1/(Δzᵀ H Δg), and 0 (no update) where that is 0
-        inv = torch.nan_to_num(den.reciprocal(), posinf=0.0, neginf=0.0).unsqueeze(1)
-        # H_new g = H g + u ⟨v, g⟩ with u = num·inv; the next step is Δz = −H_new g.
-        vg = vecdot(v, g).unsqueeze(1)
-        if track:
+        if n == 0 or track:
+            if n == 0:
+                # H = −I: H g = −g, v = Hᵀ Δz = −Δz, and Δz − H Δg = Δz + Δg
+                Hg, v = -g, -dz
+                dg = g - (g_old if track else Tg[(k - 1) % 2])
+                num = dz + dg
+                den = vecdot(v, dg)
+            else:
+                Wn = W[:, :2 * n]
+                P = torch.bmm(Tk, Wn.mT).view(b, 2, n, 2)
+                Q = (P.flip(-1) * mask).view(b, 2, 2 * n)
+                HT = torch.baddbmm(Tk, Q, Wn, beta=-1, alpha=-1)
+                Hg, v = HT[:, 0], HT[:, 1]              # H g, and v = Hᵀ Δz (i.e. Δzᵀ H)
+                num = torch.neg(Hg)
+                den = vecdot(dz, Hg) + vecdot(dz, dz)
+            # 1/(Δzᵀ H Δg), and 0 (no update) where that is 0
+            inv = torch.nan_to_num(den.reciprocal(), posinf=0.0, neginf=0.0).unsqueeze(1)
+            # H_new g = H g + u ⟨v, g⟩ with u = num·inv; the next step is Δz = −H_new g.
+            vg = vecdot(v, g).unsqueeze(1)
             u = num * inv
-            W = W.index_copy(1, torch.tensor([2 * n, 2 * n + 1], device=z.device),
-                             torch.stack((v, -u), dim=1))
-            dz = -torch.addcmul(Hg, u, vg)
-        else:
-            u = torch.mul(num, inv)
-            W[:, 2 * n].copy_(v)
-            torch.neg(u, out=W[:, 2 * n + 1])
-            dz = torch.neg(torch.addcmul(Hg, u, vg), out=T[(k + 1) % 2][:, 1])
+            if track:
+                W = W.index_copy(1, torch.tensor([2 * n, 2 * n + 1], device=z.device),
+                                 torch.stack((v, -u), dim=1))
+                dz = -torch.addcmul(Hg, u, vg)
+            else:
+                _, _, Wv, Ww = pairs(n)
+                Wv.copy_(v)
+                torch.neg(u, out=Ww)
+                dz = torch.neg(torch.addcmul(Hg, u, vg), out=Tdz[(k + 1) % 2])
+        else:   # the same arithmetic as above, in fewer operations
+            Wn, WnT, Wv, Ww = pairs(n)
+            P = torch.bmm(Tk, WnT).view(b, 2, n, 2)
+            Q = (P.flip(-1) * mask).view(b, 2, 2 * n)
+            Hg, v = torch.baddbmm(Tk, Q, Wn, beta=-1, alpha=-1).unbind(1)
+            # vecdot(x, y) is (x * y).sum(-1); keepdim gives the (b, 1) column directly
+            den = (dz * Hg).sum(-1, keepdim=True) + (dz * dz).sum(-1, keepdim=True)
+            inv = torch.nan_to_num(den.reciprocal(), posinf=0.0, neginf=0.0)
+            vg = (v * g).sum(-1, keepdim=True)
+            # u = (−H g)·inv, so the stored −u is H g·inv exactly, and H g + u⟨v, g⟩ is
+            # H g − (−u)⟨v, g⟩: the same numbers, two operations fewer
+            w = torch.mul(Hg, inv, out=Ww)
+            Wv.copy_(v)
+            dz = torch.neg(torch.addcmul(Hg, w, vg, value=-1), out=Tdz[(k + 1) % 2])
         n += 1
     return rule.finish(z, fz, rho, k, status, z0.shape)
 

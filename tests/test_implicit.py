@@ -11,7 +11,7 @@ from torch.testing import assert_close
 
 from deqlib import DEQ, SolverStats
 from deqlib.functional import tanh_map
-from deqlib.implicit import fixed_point_vjp
+from deqlib.implicit import _vjp, fixed_point_vjp
 from deqlib.memory import saved_tensor_bytes
 from deqlib.solvers import ConvergenceWarning
 
@@ -109,6 +109,26 @@ def test_fixed_point_vjp_is_the_theorem_as_a_function():
     assert_close(grads, expected, atol=1e-11, rtol=1e-10)
     (Jt_u,) = torch.autograd.grad(f_z, z, result.z)
     assert_close(result.z, Jt_u + weights, atol=1e-11, rtol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_adjoint_maps_vjp_is_autograd_grad_bit_for_bit(dtype):
+    """The adjoint solve's Jᵀu calls autograd's engine directly (its arguments checked once,
+    not at every step); it must be exactly torch.autograd.grad's product, zeros where f does
+    not depend on z, and the checked call where u could not be passed as it is."""
+    W, inj = (t.detach().to(dtype) for t in problem(seed=3, batch=4, width=6))
+    z = torch.rand(4, 6, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    z.requires_grad_()
+    f_z = f_tanh(z, (W, inj))
+    u = weights_like(z)
+    (expected,) = torch.autograd.grad(f_z, z, u, retain_graph=True)
+    assert torch.equal(_vjp(f_z, z, u)(u), expected)
+    assert torch.equal(_vjp(f_z, z, u)(2 * u), 2 * expected)   # the graph is kept
+    other = torch.zeros_like(z, requires_grad=True)  # f_z does not depend on it
+    assert torch.equal(_vjp(f_z, other, u)(u), torch.zeros_like(z))
+    u64 = u.double()  # for float32, a u of another dtype: torch.autograd.grad's own handling
+    (expected,) = torch.autograd.grad(f_z, z, u64, retain_graph=True)
+    assert torch.equal(_vjp(f_z, z, u64)(u64), expected)
 
 
 def test_one_step_gradient_is_that_of_one_application_at_the_equilibrium():

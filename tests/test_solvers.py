@@ -193,6 +193,32 @@ def test_unrolled_backprop_through_the_solver_gives_the_implicit_gradient(method
     assert_close(grad, fd, rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method, options", [
+    ("picard", {}),
+    ("anderson", {}),                              # mixing blocks of consecutive slots
+    ("anderson", {"memory": 7, "mix_every": 3}),   # a block that wraps around the history
+    ("anderson", {"memory": 5, "beta": 0.5}),
+    ("broyden", {}),
+    ("broyden", {"memory": 3}),                    # several restarts
+])
+def test_the_in_place_steps_are_the_graph_keeping_steps_bit_for_bit(method, options, dtype):
+    """Without a graph the solvers write in place, into views made once, with fused
+    operations; with one they write out of place. Both must be the same iterates exactly:
+    the fast path is an implementation, not a different iteration."""
+    p = deqlib.reference_tanh_problem(0.9, dtype=dtype, batch=8, width=32)
+    injection = p.x @ p.W_x.T
+    with torch.no_grad():
+        fast = solve(lambda z: deqlib.functional.tanh_map(z, p.W_z, injection), p.z0(),
+                     method=method, tol=1e-5, max_iter=300, **options)
+    W = p.W_z.clone().requires_grad_()
+    kept = solve(lambda z: deqlib.functional.tanh_map(z, W, injection), p.z0(),
+                 method=method, tol=1e-5, max_iter=300, **options)
+    assert kept.z.requires_grad and fast.converged
+    assert (fast.steps, fast.residuals) == (kept.steps, kept.residuals)
+    assert torch.equal(fast.z, kept.z.detach()), (fast.z - kept.z).abs().max()
+
+
 # ----------------------------------------------------------------------------- verdicts
 
 
