@@ -445,14 +445,18 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
 
     Defaults: p = 12, mixing every ⌈p/2⌉ = 6 steps, λ = 1e-4. On the pinned reference
     problems (batch 64 × width 256 and 32 × 512, ρ ∈ {0.9, 0.99}, tol ∈ {1e-4, 1e-6}) the
-    grid p ∈ {5, 8, 10, 12, 16, 20} × mix_every ∈ {1, ⌈p/2⌉, p} was timed twice
-    (``benchmarks/bench_solvers.py --sweep``, results/solvers_defaults.json): p = 12 with
-    mix_every = 6 had the best geometric-mean time relative to the fastest setting of each
-    problem both times (1.14 and 1.07; the runners-up, e.g. p = 10 with mix_every 5 or p = 8
-    with mix_every 4, within 1–6 %), and every classical setting (mix_every = 1) was slower
-    (1.5–2.5): mixing every step costs a small solve and two passes over the histories per
+    grid p ∈ {5, 8, 10, 12, 16, 20} × mix_every ∈ {1, ⌈p/2⌉, p} was timed five times
+    (``benchmarks/bench_solvers.py --sweep``, results/solvers_defaults.json; two sweeps before
+    the steps were rewritten in place, three after). The score is the geometric-mean time
+    relative to the fastest setting of each problem. p = 12 with mix_every = 6 scored 1.14,
+    1.07, 1.09, 1.06 and 1.12: best in the first two, tied in the fourth, and within 7 % of
+    the best otherwise (p = 10 with mix_every 5 at 1.04, p = 20 with mix_every 20 at 1.05).
+    The leading settings differ by less than the noise between sweeps; p = 12 needs the
+    fewest steps of them where the problem is hardest (135 at ρ = 0.99, tol 1e-6, width 256,
+    against 150 and 149). Every classical setting (mix_every = 1) was slower
+    (1.4–2.5): mixing every step costs a small solve and two passes over the histories per
     step, and saves few steps or none on these problems. λ between 0 and 1e-2 changed the
-    steps by at most 4 %; 1e-4 is the largest value with no measurable effect, kept as a
+    steps by at most 5 %; 1e-4 is the largest value with no measurable effect, kept as a
     guard against nearly collinear residuals.
 
     Args:
@@ -598,10 +602,11 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     No line search.
 
     Default memory 10: on the pinned reference problems (see :func:`anderson`) memory 10 was
-    the fastest of {10, 20, 30, 50} in two timed sweeps (geometric-mean time 1.04 and 1.00 of
-    the fastest; memory 20: 1.06 and 1.11), although 20 needs fewer steps where the problem is
-    hard (147 against 188 at ρ = 0.99, tol 1e-6, width 256): a step costs two batched products
-    with the stored pairs, so a longer memory costs more per step than it saves in steps.
+    the fastest of {10, 20, 30, 50} in all five timed sweeps (scores 1.04, 1.00, 1.02, 1.01,
+    1.01; memory 20: 1.06, 1.11, 1.10, 1.09, 1.13), although 20 needs fewer steps where the
+    problem is hard (147 against 188 at ρ = 0.99, tol 1e-6, width 256): a step costs two
+    batched products with the stored pairs, so a longer memory costs more per step than it
+    saves in steps.
 
     Args:
         f, z0, tol, max_iter, stop, strict, check_every: as in :func:`picard`.
