@@ -131,6 +131,24 @@ def test_the_adjoint_maps_vjp_is_autograd_grad_bit_for_bit(dtype):
     assert torch.equal(_vjp(f_z, z, u64)(u64), expected)
 
 
+def test_the_adjoint_maps_vjp_falls_back_if_the_engine_signature_changes(monkeypatch):
+    """The engine call is a private torch function: if a torch changes its signature (a
+    TypeError), the public torch.autograd.grad gives the same product."""
+    import deqlib.implicit
+
+    def changed(*args, **kwargs):
+        raise TypeError("an unexpected signature")
+
+    W, inj = (t.detach() for t in problem(seed=3, batch=4, width=6))
+    z = torch.rand(4, 6, dtype=W.dtype, generator=torch.Generator().manual_seed(0))
+    z.requires_grad_()
+    f_z = f_tanh(z, (W, inj))
+    u = weights_like(z)
+    (expected,) = torch.autograd.grad(f_z, z, u, retain_graph=True)
+    monkeypatch.setattr(deqlib.implicit, "_engine_run_backward", changed)
+    assert torch.equal(_vjp(f_z, z, u)(u), expected)
+
+
 def test_one_step_gradient_is_that_of_one_application_at_the_equilibrium():
     W, inj = problem(1, norm=0.9)
     z0 = torch.zeros_like(inj)
