@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -202,8 +203,25 @@ def _resume(path: Path, settings: dict, complete: Callable[[dict], str | None]) 
     if problem is None:
         return record
     warnings.warn(f"run file {path} {problem}: running it again", CorruptRunWarning,
-                  stacklevel=3)
+                  stacklevel=4)   # the caller of run_experiments / run_gd_gaps
     return None
+
+
+def _stored_or_run(path: Path, settings: dict, key: str, complete: Callable[[dict], str | None],
+                   run: Callable[[], dict], reused: Sequence[Path] = ()) -> dict:
+    """The record stored at ``path`` for exactly ``settings``, else the first such record in
+    ``reused`` (copied to ``path``), else ``run()``'s, keyed and written to ``path``."""
+    record = _resume(path, settings, complete)
+    for other in reused:
+        if record is None and other.exists():
+            record = _resume(other, settings, complete)
+            if record is not None:
+                _write_atomic(path, record)
+    if record is None:
+        record = run()
+        record["key"] = key
+        _write_atomic(path, record)
+    return record
 
 
 def _device_name(dev: torch.device) -> str:
@@ -321,17 +339,10 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
         loss, name, seed = settings["loss"], settings["model"], settings["seed"]
         key = run_key(settings)
         path = out / "runs" / f"{loss}__{name}__seed{seed}__{key}.json"
-        record = _resume(path, settings, _run_complete)
-        for folder in reuse_from:
-            if record is None and (Path(folder) / "runs" / path.name).exists():
-                record = _resume(Path(folder) / "runs" / path.name, settings, _run_complete)
-                if record is not None:
-                    _write_atomic(path, record)
-        if record is None:
-            record = _train_one(settings, data, dev, command)
-            record["key"] = key
-            _write_atomic(path, record)
-        records.append(record)
+        reused = [Path(folder) / "runs" / path.name for folder in reuse_from]
+        records.append(_stored_or_run(path, settings, key, _run_complete,
+                                      functools.partial(_train_one, settings, data, dev, command),
+                                      reused))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -538,13 +549,10 @@ def run_gd_gaps(out: str | Path, *, losses: Sequence[str] = LOSSES,
                                 data_seed=data_seed, record_every=record_every)
         key = run_key(settings)
         path = out / f"gd_{loss}__{init}__{key}.json"
-        record = _resume(path, settings, _gd_complete)
-        if record is None:
-            record = gd_loss_gap(**settings, device=device, root=root, download=download,
-                                 command=command)
-            record["key"] = key
-            _write_atomic(path, record)
-        records.append(record)
+        records.append(_stored_or_run(
+            path, settings, key, _gd_complete,
+            functools.partial(gd_loss_gap, **settings, device=device, root=root,
+                              download=download, command=command)))
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -125,6 +125,8 @@ def test_corrupt_and_partial_files_are_named_rerun_and_the_rest_resume(tmp_path)
         again = _run(tmp_path, seeds=[0, 1, 2])
     messages = [str(w.message) for w in caught if w.category is CorruptRunWarning]
     assert len(messages) == 2, messages
+    # the warning points at the line that called the runner, not into deqlib
+    assert {w.filename for w in caught if w.category is CorruptRunWarning} == {__file__}
     assert paths[1].name in messages[0] and "cannot be read (JSONDecodeError" in messages[0]
     assert paths[2].name in messages[1]
     assert "is partial: 1 history rows for 2 epochs" in messages[1]
