@@ -35,6 +35,20 @@ def _find_browser_module():
     return module
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (restored after): the library's tests use small
+    tensors, for which a second thread gains nothing, and on a shared 2-core machine idle
+    OpenMP threads spinning at barriers made them 10-15x slower. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -11,16 +11,7 @@ from deqlib import functional as F
 
 F64 = torch.float64
 GAMMA, DELTA = 0.8, 1e-6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain nothing from threads, and on a shared 2-core machine the idle
-    threads' spinning made these tests 10-15x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def draw(m, m_y, seed=0, dtype=F64):

@@ -15,15 +15,7 @@ from deqlib.implicit import _vjp, fixed_point_vjp
 from deqlib.memory import saved_tensor_bytes
 from deqlib.solvers import ConvergenceWarning
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: one intra-op thread is as fast as two, and it avoids the
-    OpenMP barrier stalls (tens of ms per operation) seen when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def f_tanh(z, context):

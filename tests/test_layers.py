@@ -11,15 +11,7 @@ import deqlib
 from deqlib import ConvDEQ, SolverStats, TanhDEQ
 from deqlib.layers import ReferenceProblem, reference_tanh_problem
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: one intra-op thread is as fast as two, and it avoids the
-    OpenMP barrier stalls (tens of ms per operation) seen when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def digits_subset(n=256, seed=0):

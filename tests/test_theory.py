@@ -11,16 +11,7 @@ from torch.testing import assert_close
 from deqlib import theory as T
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain nothing from threads, and on a shared 2-core machine the idle
-    threads' spinning made these tests 10-15x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def instance(m, m_y, n, seed, loss="square"):
