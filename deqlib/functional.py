@@ -409,3 +409,11 @@ def deep_equilibrium_linear(
     out = _DELMClosedForm.apply(features, A, B, gamma, delta)
     check_finite_output(out, features, A, B)
     return out
+
+
+def _gaussian(shape, std: float, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """N(0, std²) numbers of ``like``'s dtype, drawn on the CPU from ``generator`` and then
+    moved to ``like``'s device, so that a seed gives the same initial weights on every device
+    (the models' and layers' initialisation)."""
+    out = torch.randn(shape, generator=generator, dtype=like.dtype)
+    return (out * std).to(like.device)

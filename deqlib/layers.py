@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from .functional import tanh_map
+from .functional import _gaussian, tanh_map
 from .implicit import DEQ, DTYPES
 
 __all__ = ["TanhDEQ", "ConvDEQ", "ReferenceProblem", "reference_tanh_problem"]
@@ -76,11 +76,6 @@ def _check_input(layer: str, x, features: int, dtype: torch.dtype) -> None:
             f"{layer} has {dtype} parameters but the input is {x.dtype}: convert the "
             f"input with x.to({dtype})"
         )
-
-
-def _gaussian(shape, std: float, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    out = torch.randn(shape, generator=generator, dtype=like.dtype)
-    return (out * std).to(like.device)
 
 
 def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None, factory: dict):

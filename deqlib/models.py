@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
+from .functional import _gaussian
 from .implicit import DEQ
 from .solvers import SOLVERS
 
@@ -53,11 +54,6 @@ def _check_float_dtype(model: str, dtype: torch.dtype | None) -> None:
             f"{model} computes in float32 or float64 (the Cholesky factorisation has "
             f"no half-precision or integer kernel); got dtype={dtype}"
         )
-
-
-def _gaussian(shape, std: float, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    out = torch.randn(shape, generator=generator, dtype=like.dtype)
-    return (out * std).to(like.device)
 
 
 # --- the paper's model
