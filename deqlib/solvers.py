@@ -510,6 +510,8 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     blocks = {}   # first slot of a mixing step's new residuals → what its update needs
     F, G = FG
     KH = K[:, :p, :p]
+    Kn = torch.empty_like(K)     # K with H normalised, the matrix that is factored
+    KnH = Kn[:, :p, :p]
 
     def block(first: int):
         if first not in blocks:
@@ -566,14 +568,27 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
                     index = torch.arange(index.start, index.stop, device=device)
                 rows = torch.addcmul(diag, torch.bmm(G.index_select(1, index), G.mT), scale)
                 KH.index_copy_(1, index, rows).index_copy_(2, index, rows.mT)
+            # H divided by its largest diagonal entry, per sample: α does not change (the
+            # constraint row is homogeneous), but a sample whose residuals have fallen to
+            # round-off (H ~ 1e-16) no longer mixes entries of that size with the border's 1s
+            # in one LU, which lost every digit in float32 and made the system singular.
             if track:
-                alpha = torch.linalg.solve_ex(K, rhs)[0][:, :p].mT          # (b, 1, p)
+                Kn = K.clone()
+                Kn[:, :p, :p] = KH / KH.diagonal(dim1=1, dim2=2).amax(1).view(b, 1, 1)
+                alpha = torch.linalg.solve_ex(Kn, rhs)[0][:, :p].mT         # (b, 1, p)
             else:   # solve_ex's two steps, into a solution allocated once
-                LU, pivots, _ = torch.linalg.lu_factor_ex(K)
+                Kn.copy_(K)
+                KnH.div_(KH.diagonal(dim1=1, dim2=2).amax(1).view(b, 1, 1))
+                LU, pivots, _ = torch.linalg.lu_factor_ex(Kn)
                 alpha = torch.linalg.lu_solve(LU, pivots, rhs_b, out=solution)[:, :p].mT
-            z = torch.bmm(alpha, F).view(b, d)
+            mixed = torch.bmm(alpha, F).view(b, d)
             if beta < 1:   # β Σα f_i + (1 − β) Σα z_i, with z_i = f_i − g_i
-                z = torch.baddbmm(z.unsqueeze(1), alpha, G, alpha=beta - 1).view(b, d)
+                mixed = torch.baddbmm(mixed.unsqueeze(1), alpha, G, alpha=beta - 1).view(b, d)
+            # The safeguard: a sample that has met the tolerance is not mixed (its residuals
+            # are at round-off, so its system says nothing), and a sample whose weights are
+            # not finite takes a fixed-point step instead; neither stops the others.
+            keep = torch.isfinite(mixed).all(1, keepdim=True) & (rho > tol).unsqueeze(1)
+            z = torch.where(keep, mixed, fz)
         k += 1
         fz = fmap(z, k)
     return rule.finish(z, fz, rho, k, status, z0.shape)
@@ -654,6 +669,7 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
         Tg[1].copy_(g)
         dz = Tdz[0].copy_(g)
     n, k = 0, 1                                         # pairs stored, steps
+    zero = z.new_zeros(())
     status = rule.check(rho, k)
     while not status and k < max_iter:
         z = z + dz
@@ -689,7 +705,12 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
                 num = torch.neg(Hg)
                 den = vecdot(dz, Hg) + vecdot(dz, dz)
             # 1/(Δzᵀ H Δg), and 0 (no update) where that is 0
-            inv = torch.nan_to_num(den.reciprocal(), posinf=0.0, neginf=0.0).unsqueeze(1)
+            if track:   # a where that keeps 1/0 out of the graph (its gradient would be NaN)
+                zero_den = den == 0
+                inv = torch.where(zero_den, 0.0, 1 / torch.where(zero_den, 1.0, den))
+                inv = inv.unsqueeze(1)
+            else:
+                inv = torch.nan_to_num(den.reciprocal(), posinf=0.0, neginf=0.0).unsqueeze(1)
             # H_new g = H g + u ⟨v, g⟩ with u = num·inv; the next step is Δz = −H_new g.
             vg = vecdot(v, g).unsqueeze(1)
             u = num * inv
@@ -716,6 +737,13 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
             w = torch.mul(Hg, inv, out=Ww)
             Wv.copy_(v)
             dz = torch.neg(torch.addcmul(Hg, w, vg, value=-1), out=Tdz[(k + 1) % 2])
+        # The safeguard (as in anderson): a sample that has met the tolerance stops moving (its
+        # residuals are at round-off, where a secant update divides noise by noise), and a
+        # sample whose step is not finite takes a fixed-point step; neither stops the others.
+        step_ok = torch.isfinite(dz).all(1, keepdim=True)
+        active = (rho > tol).unsqueeze(1)
+        dz = torch.where(active, torch.where(step_ok, dz, g), zero,
+                         **({} if track else {"out": Tdz[(k + 1) % 2]}))
         n += 1
     return rule.finish(z, fz, rho, k, status, z0.shape)
 
