@@ -31,13 +31,30 @@ residual is still above its first value, ρ is larger than the plain relative re
 exceeds 10⁴·√(s₀r₀) (e.g. z ↦ 2z + 1); in absolute mode, when the largest residual exceeds
 10⁴ times the largest s₀. The solve stops there.
 
-A solve that did not converge (it diverged, or ``max_iter`` was reached) is flagged in its
-result (``converged=False``, ``diverged``) and warned with :class:`ConvergenceWarning`, or
-raised as :class:`ConvergenceError` with ``strict=True``; never silent. NaN or Inf from ``f``
-raises :class:`FloatingPointError` at once, naming the step; finite values too large for
-a norm in the iterate's dtype (float32 squares overflow above about 1.8e19) raise a
-FloatingPointError that says so. Contraction is not checked: many useful maps converge
-without being contractions.
+*Stalled*: a residual cannot fall below the round-off of the dtype ``f`` computes in (about
+its machine epsilon times the map's amplification). When the largest ρ has made no new
+minimum in 30 steps while that minimum is at most √eps of that dtype, the solve stops and
+says which precision limits it and what tol it can meet (``stalled=True``). That dtype is
+z's, or under ``torch.autocast`` the autocast dtype (bfloat16: eps 7.8e-3), since f's output
+may be float32 after a bfloat16 product. A tol below the floor is thus reported once, in
+words that name the precision, after about 30 wasted steps instead of ``max_iter``; it is
+never met by quietly loosening it. A slow but steady solve makes a new minimum every step
+and is never stopped by this test.
+
+*Per sample*: the samples are independent systems. A sample that has met the tolerance is
+no longer moved by Anderson's mixing or Broyden's secant steps (at round-off its residuals
+are noise, and a system built from them is singular), and a sample whose mixing or secant
+step is not finite takes a fixed-point step instead: one sample never breaks the batch.
+``SolverResult.sample_converged`` says which samples meet the rule.
+
+A solve that did not converge (it diverged, stalled, or reached ``max_iter``) is flagged in
+its result (``converged=False``, ``diverged``, ``stalled``) and warned with
+:class:`ConvergenceWarning`, or raised as :class:`ConvergenceError` with ``strict=True``;
+never silent. NaN or Inf from ``f`` raises :class:`FloatingPointError` at once, naming the
+step, the samples and whether it came from a finite start (then f's other inputs are to
+blame); finite values too large for a norm in the iterate's dtype (float32 squares overflow
+above about 1.8e19) raise a FloatingPointError that says so. Contraction is not checked:
+many useful maps converge without being contractions.
 
 **dtypes.** The solvers iterate in float32 or float64. A float16, bfloat16, integer or
 complex ``z0`` is refused with an error that says what to pass instead; ``f`` may compute in
@@ -120,6 +137,8 @@ class SolverResult:
         tol: the tolerance asked for.
         method: the solver's name.
         diverged: True when the solve was stopped because a residual grew without bound.
+        stalled: True when the solve was stopped because its residual stopped falling at the
+            round-off of the precision ``f`` computes in, above ``tol`` (module docstring).
     """
 
     z: Tensor
@@ -131,10 +150,16 @@ class SolverResult:
     tol: float
     method: str
     diverged: bool = False
+    stalled: bool = False
+
+    @property
+    def sample_converged(self) -> Tensor:
+        """Which samples meet the stopping rule at the returned z, shape ``(batch,)``, bool."""
+        return self.final_residual <= self.tol
 
     def __repr__(self) -> str:  # short: a result is printed in notebooks
         last = self.residuals[-1] if self.residuals else float("nan")
-        state = ", diverged=True" if self.diverged else ""
+        state = ", diverged=True" if self.diverged else ", stalled=True" if self.stalled else ""
         return (
             f"SolverResult(method={self.method!r}, converged={self.converged}{state}, "
             f"steps={self.steps}, residual={last:.2e} ({self.stop}), tol={self.tol:.0e})"
@@ -225,6 +250,15 @@ class _Map:
         self.f, self.shape, self.method = f, z0.shape, method
         self.flat = z0.dim() == 2
         self.dtype, self.device = z0.dtype, z0.device
+        #: the least precise dtype f computes in: it sets how far a residual can fall. Under
+        #: torch.autocast that is the autocast dtype (f's output may still be float32, after
+        #: a bfloat16 product); else the least precise dtype f has returned.
+        self.computes_in, self.autocast = z0.dtype, False
+        device_type = z0.device.type
+        if torch.is_autocast_enabled(device_type):
+            low = torch.get_autocast_dtype(device_type)
+            if torch.finfo(low).eps > torch.finfo(z0.dtype).eps:
+                self.computes_in, self.autocast = low, True
 
     def __call__(self, z: Tensor, step: int) -> Tensor:
         fz = self.f(z if self.flat else z.view(self.shape))
@@ -238,13 +272,17 @@ class _Map:
                     f"{self.method}: f returned a {fz.dtype} tensor on {fz.device} for a "
                     f"{self.dtype} z on {self.device}; f must return a floating-point tensor "
                     "on z's device")
+            if torch.finfo(fz.dtype).eps > torch.finfo(self.computes_in).eps:
+                self.computes_in = fz.dtype
             fz = fz.to(self.dtype)
         return fz if self.flat else fz.reshape(len(fz), -1)
 
 
 # ----------------------------------------------------------------------------- the rule
 
-_CONTINUE, _CONVERGED, _DIVERGED, _NONFINITE = 0, 1, 2, 3
+_CONTINUE, _CONVERGED, _DIVERGED, _NONFINITE, _STALLED = 0, 1, 2, 3, 4
+#: stalled: no new smallest residual in this many steps, while at most √eps of f's precision
+_STALL_STEPS = 30
 _RHO_DIVERGED = 1e8   # relative mode: ρ > 1e8 ⇔ r > 1e4·√(s₀r₀) (see the module docstring)
 _ABS_GROWTH = 1e4     # absolute mode: the largest r beyond 1e4 × the largest s₀
 
@@ -252,11 +290,30 @@ _ABS_GROWTH = 1e4     # absolute mode: the largest r beyond 1e4 × the largest s
 class _Rule:
     """The stopping rule of one solve (module docstring): ρ per sample, the verdict, the trace."""
 
-    def __init__(self, method, tol, stop, strict, check_every, max_iter):
+    def __init__(self, method, tol, stop, strict, check_every, max_iter, fmap=None):
         self.method, self.tol, self.stop, self.strict = method, tol, stop, strict
         self.check_every, self.max_iter = check_every, max_iter
         self.trace: list[float] = []
         self.pending: list[Tensor] = []
+        self.fmap = fmap
+        self.best, self.best_step = math.inf, 0   # the smallest largest-residual so far
+
+    def stalled(self) -> bool:
+        """No new smallest residual in _STALL_STEPS steps, at round-off of f's precision.
+
+        A residual cannot fall below what the dtype f computes in resolves (about its eps
+        times the map's amplification): there the solver can only shuffle round-off. Only the
+        "no new minimum" test is made against the trace, so a slow but steady solve (Picard at
+        a factor 0.999 makes a new minimum every step) is never stopped by it.
+        """
+        trace, start = self.trace, len(self.trace) - self.check_every
+        for i in range(max(start, 0), len(trace)):
+            if trace[i] < self.best:
+                self.best, self.best_step = trace[i], i + 1
+        if len(trace) - self.best_step < _STALL_STEPS:
+            return False
+        computes_in = self.fmap.computes_in if self.fmap is not None else torch.float64
+        return self.best <= math.sqrt(torch.finfo(computes_in).eps)
 
     def start(self, z0: Tensor, fz0: Tensor) -> Tensor:
         """Fix s₀ and r₀ from the first step (checking that norms do not overflow); its ρ."""
@@ -306,21 +363,31 @@ class _Rule:
             return _CONVERGED
         if not math.isfinite(worst):
             return _NONFINITE
-        return _DIVERGED if worst > self.limit else _CONTINUE
+        if worst > self.limit:
+            return _DIVERGED
+        return _STALLED if self.stalled() else _CONTINUE
 
     def nonfinite(self, step: int, z: Tensor, fz: Tensor):
         """Raise the FloatingPointError that says why a residual is not finite."""
         method, dtype = self.method, z.dtype
-        if not torch.isfinite(z).all():
+        if not torch.isfinite(z).all():   # the safeguards exist so that this never happens
             raise FloatingPointError(
-                f"{method}: its own iterate became NaN or Inf at step {step} (its mixing "
-                "weights overflowed: residuals far below what the dtype can represent). "
-                "Use a larger tol or float64.")
+                f"{method}: its own iterate became NaN or Inf at step {step}, although f's "
+                "outputs were finite: a defect of the solver, please report it with the map. "
+                "Meanwhile method='picard' avoids it.")
         if not torch.isfinite(fz).all():
+            bad = (~torch.isfinite(fz).reshape(len(fz), -1).all(1)).nonzero().flatten()
+            where = f"sample(s) {bad[:5].tolist()}{' …' if len(bad) > 5 else ''}"
+            if step == 1:
+                raise FloatingPointError(
+                    f"{method}: f returned NaN or Inf at step 1, from a finite z0, in "
+                    f"{where}: f itself produces it. Check f's other inputs (a layer's input "
+                    "x, its parameters) for NaN or Inf.")
+            largest = z.abs().max().item()
             raise FloatingPointError(
-                f"{method}: f returned NaN or Inf at step {step} (the iteration diverged, or "
-                "f is undefined there). Check that the map has a fixed point near z0, or use "
-                "a smaller step / a better-conditioned map.")
+                f"{method}: f returned NaN or Inf at step {step}, from a finite iterate "
+                f"(largest entry {largest:.3g}), in {where}: f is undefined or overflows "
+                "there. Check that the map has a fixed point near z0, or damp the map.")
         largest = max(z.abs().max().item(), fz.abs().max().item())
         raise FloatingPointError(
             f"{method}: at step {step} the iterates reach {largest:.3g}: finite, but the norm "
@@ -332,9 +399,22 @@ class _Rule:
         if status == _NONFINITE:
             self.nonfinite(steps, z, fz)
         converged, diverged = status == _CONVERGED, status == _DIVERGED
+        stalled = status == _STALLED
         if not converged:
             last, first = self.trace[-1], self.trace[0]
-            if diverged:
+            if stalled:
+                computes_in = self.fmap.computes_in
+                precision = str(computes_in).replace("torch.", "")
+                within = (" (f computes in it under torch.autocast)" if self.fmap.autocast
+                          else "" if computes_in == z.dtype else " (f returns it)")
+                why = (f"stopped at step {steps}: its residual stopped falling at "
+                       f"{self.best:.1e} ({self.stop}), above tol={self.tol:.0e}, and has not "
+                       f"fallen in {_STALL_STEPS} steps. That is the round-off of {precision}"
+                       f"{within}, whose machine epsilon is {torch.finfo(computes_in).eps:.1e}: "
+                       f"a tol below it cannot be met. Use tol >= "
+                       f"{10 ** math.ceil(math.log10(self.best)):.0e}, or compute f in a "
+                       "more precise dtype.")
+            elif diverged:
                 why = (f"diverging: the largest residual grew to {last:.3e} ({self.stop}) at "
                        f"step {steps}. The map is probably expanding near z0 (not a "
                        "contraction there); check f, start nearer a fixed point, or damp it.")
@@ -352,7 +432,7 @@ class _Rule:
         return SolverResult(z=z.reshape(shape), converged=converged, steps=steps,
                             residuals=self.trace, final_residual=rho.detach(),
                             stop=self.stop, tol=self.tol, method=self.method,
-                            diverged=diverged)
+                            diverged=diverged, stalled=stalled)
 
 
 def _empty(z0: Tensor, tol: float, stop: str, method: str) -> SolverResult:
@@ -390,7 +470,8 @@ def picard(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
                                                        check_every)
     if len(z0) == 0:
         return _empty(z0, tol, stop, "picard")
-    fmap, rule = _Map(f, z0, "picard"), _Rule("picard", tol, stop, strict, check_every, max_iter)
+    fmap = _Map(f, z0, "picard")
+    rule = _Rule("picard", tol, stop, strict, check_every, max_iter, fmap)
     norm, rel = torch.linalg.vector_norm, stop == "rel"
     z = z0.reshape(len(z0), -1)
     fz = fmap(z, 1)
@@ -484,7 +565,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     if len(z0) == 0:
         return _empty(z0, tol, stop, "anderson")
     fmap = _Map(f, z0, "anderson")
-    rule = _Rule("anderson", tol, stop, strict, check_every, max_iter)
+    rule = _Rule("anderson", tol, stop, strict, check_every, max_iter, fmap)
     norm, rel = torch.linalg.vector_norm, stop == "rel"
     b = len(z0)
     z = z0.reshape(b, -1)
@@ -635,7 +716,7 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     if len(z0) == 0:
         return _empty(z0, tol, stop, "broyden")
     fmap = _Map(f, z0, "broyden")
-    rule = _Rule("broyden", tol, stop, strict, check_every, max_iter)
+    rule = _Rule("broyden", tol, stop, strict, check_every, max_iter, fmap)
     norm, rel, vecdot = torch.linalg.vector_norm, stop == "rel", torch.linalg.vecdot
     b = len(z0)
     z = z0.reshape(b, -1)

@@ -1,0 +1,149 @@
+"""The solvers at the precision floor: a sample at round-off never breaks the batch, a tolerance
+below what the dtype resolves is reported in words that name the precision, and the defaults
+converge on every contraction of a scan (issue 16).
+
+The scan itself lives in benchmarks/scan_solvers.py, which prints its figures; these tests run it.
+"""
+
+import importlib.util
+import json
+import warnings
+
+import pytest
+import torch
+from conftest import ROOT
+
+import deqlib
+from deqlib.solvers import ConvergenceWarning
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+METHODS = ("picard", "anderson", "broyden")
+
+
+def _scan_module():
+    spec = importlib.util.spec_from_file_location("scan_solvers",
+                                                  ROOT / "benchmarks" / "scan_solvers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_issues_reproduction_converges_with_the_defaults():
+    # TanhDEQ(3, 6, 2) is a contraction (Picard converges in 17 steps); the default Anderson
+    # raised FloatingPointError at step 13 once sample 0 reached float32 round-off.
+    layer = deqlib.TanhDEQ(3, 6, 2, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    out, info = layer(x, return_info=True)
+    assert info.forward.converged and torch.isfinite(out).all()
+    assert bool(info.forward.sample_converged.all())
+
+
+@pytest.mark.parametrize("width", range(2, 13))
+def test_default_tanh_deq_converges_for_every_seed_and_batch_size(width):
+    # before: 15 of 40 seed/shape settings at widths 4 and 8 raised
+    for seed in range(5):
+        layer = deqlib.TanhDEQ(8, width, 2, generator=torch.Generator().manual_seed(seed))
+        for batch in (1, 2, 5, 64, 512):
+            x = torch.randn(batch, 8, generator=torch.Generator().manual_seed(seed))
+            out, info = layer(x, return_info=True)
+            assert info.forward.converged, (width, seed, batch, info.forward)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("method", METHODS)
+def test_scan_of_contractions_has_no_failure(method, dtype):
+    failures = _scan_module().run(method, dtype)
+    assert not failures, failures[:5]
+
+
+def test_anderson_survives_the_recorded_round_off_residuals_on_any_cpu():
+    """Replay the residuals that broke the old solver: f(z) = z + G[k] rebuilds the same Gram
+    matrices whatever the CPU (sample 0 at round-off, entries 0 and ±2⁻²⁴, beside a sample still
+    above tol). The old code raised FloatingPointError at step 13."""
+    data = json.loads((ROOT / "tests" / "data" / "anderson_roundoff.json").read_text())
+    G = torch.tensor(data["residuals"], dtype=torch.float32)        # (12, 2, 6)
+    calls = []
+
+    def f(z):
+        calls.append(1)
+        return z + G[min(len(calls), len(G)) - 1]
+
+    with pytest.warns(ConvergenceWarning, match="max_iter=13"):
+        r = deqlib.solve(f, torch.zeros(2, 6), method="anderson", max_iter=13)
+    assert torch.isfinite(r.z).all() and not r.converged
+    assert r.sample_converged.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_converged_sample_is_not_moved_while_the_others_iterate(method):
+    # sample 0 starts at its fixed point; sample 1 needs many steps
+    d = 16
+    A = torch.randn(d, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    A *= 0.97 / torch.linalg.matrix_norm(A, 2)
+    star = torch.tanh(torch.ones(d, dtype=torch.float64))
+
+    def f(z):
+        return torch.stack((torch.tanh(torch.ones(d, dtype=z.dtype) + 0 * z[0]),
+                            torch.tanh(A @ z[1] + 1)))
+
+    z0 = torch.stack((star, torch.zeros(d, dtype=torch.float64)))
+    r = deqlib.solve(f, z0, method=method, tol=1e-12, max_iter=2000)
+    assert r.converged and r.steps > 5
+    assert torch.equal(r.z[0], star)
+
+
+def test_a_tolerance_below_float64_round_off_stops_early_and_says_so():
+    # chapter 1 asked for 1e-15 at q = 0.99 and burned 50,000 steps at the floor
+    W = torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W *= 0.99 / torch.linalg.matrix_norm(W, 2)
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match=r"round-off of float64.*tol >= 1e-1[56]"):
+        r = deqlib.solve(lambda z: torch.tanh(z @ W.T + x), torch.zeros(4, 16, dtype=W.dtype),
+                         method="picard", tol=1e-17, max_iter=50_000)
+    assert r.stalled and not r.converged and r.steps < 500
+    assert "stalled=True" in repr(r)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bfloat16_autocast_below_its_floor_is_reported_once_naming_bfloat16(method):
+    # (at q = 0.9 Anderson can land on an exact fixed point of the bfloat16-rounded map, a
+    # residual of exactly 0, which is converged; at q = 0.99 none of the three does)
+    W = torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W = (W * 0.99 / torch.linalg.matrix_norm(W, 2)).float()
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64).float()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            r = deqlib.solve(lambda z: torch.tanh(z @ W.T + x), torch.zeros(4, 16),
+                             method=method, tol=1e-6, max_iter=1000)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(messages) == 1, messages
+    assert "bfloat16" in messages[0] and "autocast" in messages[0]
+    assert r.stalled and r.steps < 200 and torch.isfinite(r.z).all()
+
+
+def test_bfloat16_autocast_above_its_floor_converges():
+    W = torch.randn(16, 16, generator=torch.Generator().manual_seed(0))
+    W *= 0.9 / torch.linalg.matrix_norm(W, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r = deqlib.solve(lambda z: torch.tanh(z @ W.T + 1), torch.zeros(4, 16), tol=2e-2)
+    assert r.converged
+
+
+def test_a_slow_steady_solve_is_never_called_stalled():
+    # Picard at factor 0.995 makes a new smallest residual every step; in 5000 steps its
+    # relative residual falls to about 6e-14, far below √eps of float64 (1.5e-8) where the stall
+    # test applies, but still above round-off: it must run to max_iter
+    f = lambda z: 0.995 * z + 1
+    with pytest.warns(ConvergenceWarning, match="max_iter=5000"):
+        r = deqlib.solve(f, torch.zeros(2, 3, dtype=torch.float64), method="picard",
+                         tol=1e-30, max_iter=5000)
+    assert not r.stalled and r.steps == 5000 and r.residuals[-1] < 1e-12
+
+
+def test_nan_from_f_at_the_first_step_is_blamed_on_f_and_its_inputs():
+    x = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    match = r"step 1, from a finite z0, in sample\(s\) \[0\]"
+    with pytest.raises(FloatingPointError, match=match):
+        deqlib.solve(lambda z: torch.tanh(0.5 * z + x), torch.zeros(2, 2))
