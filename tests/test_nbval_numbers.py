@@ -219,21 +219,38 @@ def test_the_provenance_report_names_the_differences():
     assert "unknown" in format_provenance(None, None)[0]
 
 
-def test_sanitize_cfg_masks_no_computed_number():
-    patterns = get_sanitize_patterns((ROOT / "book" / "sanitize.cfg").read_text())
+SANITIZE = ROOT / "book" / "sanitize.cfg"
 
-    def sanitize(text):
-        for regex, replace in patterns:
-            text = re.sub(regex, replace, text)
-        return text
 
-    for line in [
-        "relative difference 3.1e-13 (tolerance 1e-09) ✓",
-        "0.4123 ≤ 1.3 (ratio 0.317)",
+def sanitize(text: str) -> str:
+    """Apply book/sanitize.cfg exactly as nbval does (its own parser, rules in order)."""
+    for regex, replacement in get_sanitize_patterns(SANITIZE.read_text()):
+        text = re.sub(regex, replacement, text)
+    return text
+
+
+def test_nbval_reads_every_rule_of_sanitize_cfg():
+    text = SANITIZE.read_text()
+    assert len(get_sanitize_patterns(text)) == len(re.findall(r"(?m)^regex: ", text))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # deqlib.check's margins are numbers: compared as numbers, never masked
+        "grad: relative difference 3.1e-13 (tolerance 1e-09)",
+        "yours: 9 expected: 9 ✓ (relative difference 1.1e-16, tolerance 1e-06)",
+        "gap: 0.4123 ≤ 1.3 (ratio 0.317)",
+        "x: -3 ≤ -1 (margin 2)",
         "steps=140, converged=True, residual 8.79e-15",
         "2 s_min, 8 epochs, 3 steps",
-    ]:
-        assert sanitize(line) == line
+    ],
+)
+def test_sanitize_cfg_masks_no_computed_number(line):
+    assert sanitize(line) == line
+
+
+def test_sanitize_cfg_masks_addresses_times_and_rates():
     assert sanitize("<object at 0x7f3a> in 87.6 ms") == "<object at 0xADDRESS> in TIME"
     assert sanitize("50/50 [00:01<00:00, 35.21it/s]") == "50/50 [ELAPSED<REMAINING, RATE]"
 
