@@ -267,7 +267,8 @@ def this_machine() -> dict | None:
 #: The order in which a machine record is shown (nbformat stores its keys sorted).
 PROVENANCE_ORDER = [
     "date", "python", "torch", "numpy", "cpu", "torch_cpu_capability", "torch_blas",
-    "numpy_blas", "torch_threads", "ATEN_CPU_CAPABILITY", "MKL_CBWR",
+    "numpy_blas", "torch_threads", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
 ]  # fmt: skip
 
 
@@ -298,7 +299,7 @@ def format_provenance(stored: dict | None, current: dict | None) -> list[str]:
                 f"differences: {', '.join(differ)}"
                 if differ
                 else "differences: none recorded (same versions, CPU, BLAS and code path: the "
-                "change comes from elsewhere, such as the chapter or the library)"
+                "change comes from the chapter, the library, or a run-to-run nondeterminism)"
             )
     return lines
 
