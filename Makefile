@@ -1,7 +1,12 @@
 # Every target installs what it needs into .venv first, so each works on a fresh clone.
 #   make book       build the site offline from the notebooks' stored outputs -> _build/html
-#   make test       every check: lint, library, notebooks (nbval), the -W -n build, a real browser
+#   make test       every check: lint, library, notebooks (nbval; natively and on the generic
+#                   CPU code path), the -W -n build, a real browser
 #   make lint       ruff check (line length and rules in pyproject.toml), notebooks included
+#   make test-notebooks [NB=book/02_root_finding.ipynb]   the notebooks against their stored
+#                   outputs, numbers compared as numbers (tests/nbval_numbers.py); default all
+#   make test-notebooks-generic [NB=...]   the same on another CPU's code path: torch's default
+#                   kernels (no AVX2/AVX-512) and MKL's COMPATIBLE path, as on a non-Intel CPU
 #   make notebooks  re-execute every chapter in place (then commit the outputs)
 #   make bench      run the benchmarks
 PYTHON ?= python3
@@ -9,8 +14,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
+# The notebooks the notebook tests run (a folder or .ipynb files).
+NB     ?= book/
+# nbval with the numeric comparison (-p: pytest loads tests/conftest.py only under tests/).
+NBVAL  = $(BIN)/python -m pytest -p tests.nbval_numbers --nbval --nbval-current-env \
+         --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider
+# Another CPU's code path on this one: torch's kernels without AVX2/AVX-512, MKL's generic path.
+GENERIC_CPU := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE
 
-.PHONY: venv vendor book lint test test-lib test-notebooks test-book browser notebooks bench clean
+.PHONY: venv vendor book lint test test-lib test-notebooks test-notebooks-generic test-book \
+        browser notebooks bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +45,16 @@ book: venv vendor
 lint: venv
 	$(BIN)/ruff check .
 
-test: lint test-lib test-notebooks test-book
+test: lint test-lib test-notebooks test-notebooks-generic test-book
 
 test-lib: venv
 	$(BIN)/python -m pytest tests -m "not book and not browser"
 
 test-notebooks: venv
-	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider book/
+	$(NBVAL) $(NB)
+
+test-notebooks-generic: venv
+	$(GENERIC_CPU) $(NBVAL) $(NB)
 
 test-book: venv vendor browser
 	$(BIN)/python -m pytest tests -m "book or browser"
