@@ -32,8 +32,8 @@ def test_close_raises_with_both_numbers_when_over_tolerance(capsys):
 
 
 def test_close_falls_back_to_the_absolute_difference_at_zero(capsys):
-    check.close(torch.tensor([1e-12, 0.0]), torch.zeros(2), tol=1e-10)
-    assert printed(capsys) == "absolute difference 1.0e-12 (tolerance 1e-10)"
+    check.close(torch.tensor([1e-11, 0.0]), torch.zeros(2), tol=1e-10)
+    assert printed(capsys) == "absolute difference 1.0e-11 (tolerance 1e-10)"
     with pytest.raises(AssertionError, match="absolute difference"):
         check.close(0.5, 0.0, tol=0.1)
 
@@ -110,7 +110,7 @@ def test_exercise_with_a_stub_says_not_done_yet_and_does_not_raise(capsys):
 def test_exercise_marks_right_and_wrong_answers(capsys):
     check.exercise(square, torch.tensor([1.0, 2.0]), expected=torch.tensor([1.0, 4.0]))
     assert printed(capsys) == (
-        "yours: [1, 4] expected: [1, 4] ✓ (relative difference 0.0e+00, tolerance 1e-06)"
+        "yours: [1, 4] expected: [1, 4] ✓ (relative difference ≤ 1e-08, tolerance 1e-06)"
     )
     check.exercise(square, 3.0, expected=10.0, tol=1e-3)
     assert printed(capsys) == (
@@ -131,7 +131,7 @@ def test_exercise_splits_a_line_wider_than_the_page(capsys):
     assert lines == [
         "yours: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.64575)",
         "expected: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.64575)",
-        "✓ (relative difference 0.0e+00, tolerance 1e-06)",
+        "✓ (relative difference ≤ 1e-08, tolerance 1e-06)",
     ]
     assert all(len(line) <= check.WIDTH for line in lines)
 
@@ -139,3 +139,25 @@ def test_exercise_splits_a_line_wider_than_the_page(capsys):
 def test_exercise_lets_the_readers_other_bugs_through():
     with pytest.raises(ZeroDivisionError):
         check.exercise(lambda: 1 / 0, expected=1.0)
+
+
+def test_a_rounding_level_difference_prints_as_a_bound_every_machine_reproduces(capsys):
+    # 3e-13 here, 8e-14 on another CPU: both print the same true bound, tol/100
+    one = torch.tensor([1.0], dtype=torch.float64)
+    for gap in (3e-13, 8e-14, 0.0):
+        check.close(one + gap, one, tol=1e-9, what="g")
+        assert printed(capsys) == "g: relative difference ≤ 1e-11 (tolerance 1e-09)"
+    # above a hundredth of the tolerance the digits carry meaning and are printed
+    check.close(one + 2e-10, one, tol=1e-9, what="g")
+    assert printed(capsys) == "g: relative difference 2.0e-10 (tolerance 1e-09)"
+    with pytest.raises(AssertionError, match="exceeds"):
+        check.close(torch.tensor([1.1]), torch.tensor([1.0]), tol=1e-9)
+
+
+def test_at_most_prints_a_rounding_level_value_as_its_bound(capsys):
+    check.at_most(8.79e-15, 1e-12, what="residual")
+    assert printed(capsys) == "residual: < 1e-14 ≤ 1e-12 (ratio < 0.01)"
+    check.at_most(2e-13, 1e-12, what="residual")
+    assert printed(capsys) == "residual: 2e-13 ≤ 1e-12 (ratio 0.2)"
+    with pytest.raises(AssertionError):
+        check.at_most(2e-12, 1e-12)
