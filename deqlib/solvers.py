@@ -43,8 +43,8 @@ and is never stopped by this test.
 
 *Per sample*: the samples are independent systems. A sample that has met the tolerance is
 no longer moved by Anderson's mixing or Broyden's secant steps (at round-off its residuals
-are noise, and a system built from them is singular), and a sample whose mixing or secant
-step is not finite takes a fixed-point step instead: one sample never breaks the batch.
+are noise, and a system built from them is singular), and a sample whose Anderson weights
+are not finite takes a fixed-point step instead: one sample never breaks the batch.
 ``SolverResult.sample_converged`` says which samples meet the rule.
 
 A solve that did not converge (it diverged, stalled, or reached ``max_iter``) is flagged in
