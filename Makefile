@@ -7,6 +7,7 @@
 #                   outputs, numbers compared as numbers (tests/nbval_numbers.py); default all
 #   make test-notebooks-generic [NB=...]   the same on another CPU's code path: torch's default
 #                   kernels (no AVX2/AVX-512) and MKL's COMPATIBLE path, as on a non-Intel CPU
+#   make test-notebooks-avx2 [NB=...]      and on AVX2 kernels (no AVX-512) in torch and MKL
 #   make notebooks  re-execute every chapter in place (then commit the outputs)
 #   make bench      run the benchmarks
 PYTHON ?= python3
@@ -21,8 +22,10 @@ NBVAL  = $(BIN)/python -m pytest -p tests.nbval_numbers --nbval --nbval-current-
          --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider
 # Another CPU's code path on this one: torch's kernels without AVX2/AVX-512, MKL's generic path.
 GENERIC_CPU := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE
+# A third: AVX2 kernels (no AVX-512) in torch and MKL, as on most laptops and older servers.
+AVX2_CPU    := ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2
 
-.PHONY: venv vendor book lint test test-lib test-notebooks test-notebooks-generic test-book \
+.PHONY: venv vendor book lint test test-lib test-notebooks test-notebooks-generic test-notebooks-avx2 test-book \
         browser notebooks bench clean
 
 $(STAMP): requirements.txt pyproject.toml
@@ -55,6 +58,9 @@ test-notebooks: venv
 
 test-notebooks-generic: venv
 	$(GENERIC_CPU) $(NBVAL) $(NB)
+
+test-notebooks-avx2: venv
+	$(AVX2_CPU) $(NBVAL) $(NB)
 
 test-book: venv vendor browser
 	$(BIN)/python -m pytest tests -m "book or browser"

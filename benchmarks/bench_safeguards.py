@@ -11,6 +11,7 @@ run). Results: results/safeguards.json.
 """
 
 import argparse
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -57,10 +58,9 @@ def main():
             f, z0 = reference_map(rho, **shape)
             for tol in (1e-4, 1e-6):
                 for method in METHODS:
-                    runs = {"before": lambda: getattr(before, method)(f, z0, tol=tol,
-                                                                        max_iter=2000),
-                            "after": lambda: getattr(deqlib.solvers, method)(f, z0, tol=tol,
-                                                                               max_iter=2000)}
+                    runs = {name: functools.partial(getattr(module, method), f, z0, tol=tol,
+                                                    max_iter=2000)
+                            for name, module in (("before", before), ("after", deqlib.solvers))}
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         steps = {k: run().steps for k, run in runs.items()}

@@ -33,7 +33,8 @@ exceeds 10⁴·√(s₀r₀) (e.g. z ↦ 2z + 1); in absolute mode, when the lar
 
 *Stalled*: a residual cannot fall below the round-off of the dtype ``f`` computes in (about
 its machine epsilon times the map's amplification). When the largest ρ has made no new
-minimum in 30 steps while that minimum is at most √eps of that dtype, the solve stops and
+minimum in ``stall`` steps (default 30; ``stall=None`` turns this off, e.g. to run exactly
+``max_iter`` steps) while that minimum is at most √eps of that dtype, the solve stops and
 says which precision limits it and what tol it can meet (``stalled=True``). That dtype is
 z's, or under ``torch.autocast`` the autocast dtype (bfloat16: eps 7.8e-3), since f's output
 may be float32 after a bfloat16 product. A tol below the floor is thus reported once, in
@@ -208,7 +209,7 @@ def _count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def _check_common(f, z0, tol, max_iter, stop, strict, check_every):
+def _check_common(f, z0, tol, max_iter, stop, strict, check_every, stall):
     if not callable(f):
         raise TypeError("f must be callable (a map from z to a tensor of z's shape); "
                         f"got {type(f).__name__}")
@@ -238,6 +239,8 @@ def _check_common(f, z0, tol, max_iter, stop, strict, check_every):
     if strict not in (True, False):
         raise TypeError(f"strict must be True or False; got strict={strict!r}")
     check_every = _count("check_every", check_every)
+    if stall is not None:
+        _count("stall", stall)
     if z0.numel() and not torch.isfinite(z0).all():
         raise ValueError("z0 contains NaN or Inf; start the iteration from a finite point")
     return tol, max_iter, bool(strict), check_every
@@ -290,8 +293,10 @@ _ABS_GROWTH = 1e4     # absolute mode: the largest r beyond 1e4 × the largest s
 class _Rule:
     """The stopping rule of one solve (module docstring): ρ per sample, the verdict, the trace."""
 
-    def __init__(self, method, tol, stop, strict, check_every, max_iter, fmap=None):
+    def __init__(self, method, tol, stop, strict, check_every, max_iter, fmap=None,
+                 stall: int | None = _STALL_STEPS):
         self.method, self.tol, self.stop, self.strict = method, tol, stop, strict
+        self.stall_steps = stall
         self.check_every, self.max_iter = check_every, max_iter
         self.trace: list[float] = []
         self.pending: list[Tensor] = []
@@ -299,7 +304,7 @@ class _Rule:
         self.best, self.best_step = math.inf, 0   # the smallest largest-residual so far
 
     def stalled(self) -> bool:
-        """No new smallest residual in _STALL_STEPS steps, at round-off of f's precision.
+        """No new smallest residual in ``stall`` steps, at round-off of f's precision.
 
         A residual cannot fall below what the dtype f computes in resolves (about its eps
         times the map's amplification): there the solver can only shuffle round-off. Only the
@@ -310,7 +315,7 @@ class _Rule:
         for i in range(max(start, 0), len(trace)):
             if trace[i] < self.best:
                 self.best, self.best_step = trace[i], i + 1
-        if len(trace) - self.best_step < _STALL_STEPS:
+        if self.stall_steps is None or len(trace) - self.best_step < self.stall_steps:
             return False
         computes_in = self.fmap.computes_in if self.fmap is not None else torch.float64
         return self.best <= math.sqrt(torch.finfo(computes_in).eps)
@@ -409,7 +414,7 @@ class _Rule:
                           else "" if computes_in == z.dtype else " (f returns it)")
                 why = (f"stopped at step {steps}: its residual stopped falling at "
                        f"{self.best:.1e} ({self.stop}), above tol={self.tol:.0e}, and has not "
-                       f"fallen in {_STALL_STEPS} steps. That is the round-off of {precision}"
+                       f"fallen in {self.stall_steps} steps. That is the round-off of {precision}"
                        f"{within}, whose machine epsilon is {torch.finfo(computes_in).eps:.1e}: "
                        f"a tol below it cannot be met. Use tol >= "
                        f"{10 ** math.ceil(math.log10(self.best)):.0e}, or compute f in a "
@@ -446,7 +451,7 @@ def _empty(z0: Tensor, tol: float, stop: str, method: str) -> SolverResult:
 
 def picard(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
            max_iter: int = 100, stop: str = "rel", strict: bool = False,
-           check_every: int = 1) -> SolverResult:
+           check_every: int = 1, stall: int | None = 30) -> SolverResult:
     """Find z = f(z) by plain fixed-point (Picard) iteration, z_{k+1} = f(z_k).
 
     If f is a contraction with factor q < 1 (‖f(a) − f(b)‖ ≤ q‖a − b‖), Banach's theorem
@@ -463,15 +468,19 @@ def picard(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
         check_every: read the stopping test on the host every this many steps (1 on a CPU;
             more saves device synchronisations on an accelerator, at the price of up to
             ``check_every − 1`` extra steps).
+        stall: stop (stalled, warned) when the residual, already at the round-off of the
+            precision f computes in, has made no new minimum in this many steps (module
+            docstring); ``None`` never stops early, e.g. to run exactly ``max_iter`` steps
+            with an unreachable tol.
     Returns:
         :class:`SolverResult`.
     """
     tol, max_iter, strict, check_every = _check_common(f, z0, tol, max_iter, stop, strict,
-                                                       check_every)
+                                                       check_every, stall)
     if len(z0) == 0:
         return _empty(z0, tol, stop, "picard")
     fmap = _Map(f, z0, "picard")
-    rule = _Rule("picard", tol, stop, strict, check_every, max_iter, fmap)
+    rule = _Rule("picard", tol, stop, strict, check_every, max_iter, fmap, stall)
     norm, rel = torch.linalg.vector_norm, stop == "rel"
     z = z0.reshape(len(z0), -1)
     fz = fmap(z, 1)
@@ -493,8 +502,9 @@ def picard(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
              max_iter: int = 100, stop: str = "rel", strict: bool = False,
-             check_every: int = 1, memory: int = 12, mix_every: int | None = None,
-             beta: float = 1.0, lam: float = 1e-4) -> SolverResult:
+             check_every: int = 1, stall: int | None = 30, memory: int = 12,
+             mix_every: int | None = None, beta: float = 1.0,
+             lam: float = 1e-4) -> SolverResult:
     r"""Find z = f(z) by Anderson acceleration (Anderson, 1965; Walker & Ni, 2011), mixing
     every ``mix_every`` steps (periodic Pulay mixing: Banerjee, Suryanarayana & Pask, 2016).
 
@@ -541,7 +551,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     guard against nearly collinear residuals.
 
     Args:
-        f, z0, tol, max_iter, stop, strict, check_every: as in :func:`picard`.
+        f, z0, tol, max_iter, stop, strict, check_every, stall: as in :func:`picard`.
         memory: p, how many past steps to mix (≥ 1; 1 is Picard with damping β).
         mix_every: mix every this many steps, 1 ≤ mix_every ≤ memory (default ⌈p/2⌉).
         beta: mixing (damping) parameter in (0, 1], applied on mixing steps.
@@ -550,7 +560,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
         :class:`SolverResult`.
     """
     tol, max_iter, strict, check_every = _check_common(f, z0, tol, max_iter, stop, strict,
-                                                       check_every)
+                                                       check_every, stall)
     p = _count("memory", memory)
     every = (p + 1) // 2 if mix_every is None else _count("mix_every", mix_every)
     if every > p:
@@ -565,7 +575,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     if len(z0) == 0:
         return _empty(z0, tol, stop, "anderson")
     fmap = _Map(f, z0, "anderson")
-    rule = _Rule("anderson", tol, stop, strict, check_every, max_iter, fmap)
+    rule = _Rule("anderson", tol, stop, strict, check_every, max_iter, fmap, stall)
     norm, rel = torch.linalg.vector_norm, stop == "rel"
     b = len(z0)
     z = z0.reshape(b, -1)
@@ -677,7 +687,8 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
 
 def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
             max_iter: int = 100, stop: str = "rel", strict: bool = False,
-            check_every: int = 1, memory: int = 10) -> SolverResult:
+            check_every: int = 1, stall: int | None = 30,
+            memory: int = 10) -> SolverResult:
     r"""Find z = f(z) by Broyden's ("good") quasi-Newton method (Broyden, 1965).
 
     Solve g(z) = f(z) − z = 0 with an estimate H_k of the inverse Jacobian (∂g/∂z)⁻¹, per
@@ -705,18 +716,18 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float = 1e-6,
     saves in steps.
 
     Args:
-        f, z0, tol, max_iter, stop, strict, check_every: as in :func:`picard`.
+        f, z0, tol, max_iter, stop, strict, check_every, stall: as in :func:`picard`.
         memory: how many rank-one updates to keep before restarting.
     Returns:
         :class:`SolverResult`.
     """
     tol, max_iter, strict, check_every = _check_common(f, z0, tol, max_iter, stop, strict,
-                                                       check_every)
+                                                       check_every, stall)
     m = _count("memory", memory)
     if len(z0) == 0:
         return _empty(z0, tol, stop, "broyden")
     fmap = _Map(f, z0, "broyden")
-    rule = _Rule("broyden", tol, stop, strict, check_every, max_iter, fmap)
+    rule = _Rule("broyden", tol, stop, strict, check_every, max_iter, fmap, stall)
     norm, rel, vecdot = torch.linalg.vector_norm, stop == "rel", torch.linalg.vecdot
     b = len(z0)
     z = z0.reshape(b, -1)

@@ -516,3 +516,16 @@ def test_no_warning_is_left_behind_by_a_converged_solve():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DEQ(f_tanh, tol=1e-10)((W, inj), torch.zeros_like(inj)).sum().backward()
+
+
+def test_saved_bytes_count_only_what_the_returned_graph_keeps():
+    # a branch whose graph is freed inside fn saved a tensor that nobody keeps for backward;
+    # counting storages by address made the total depend on where the allocator reused it
+    x = torch.randn(1000, dtype=torch.float64, requires_grad=True)
+
+    def fn():
+        (x * 2).sin()         # sin saves its input, 8000 bytes, freed with the branch
+        return x.exp()        # exp saves its output, 8000 bytes, kept
+
+    assert [saved_tensor_bytes(fn) for _ in range(3)] == [8000] * 3
+    assert saved_tensor_bytes(lambda: None) == 0

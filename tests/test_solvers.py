@@ -398,7 +398,8 @@ def test_bad_maps_and_starts_are_refused():
 
 
 def test_solver_options_lists_each_solvers_keywords():
-    assert solver_options("picard") == {"tol", "max_iter", "stop", "strict", "check_every"}
+    assert solver_options("picard") == {"tol", "max_iter", "stop", "strict", "check_every",
+                                        "stall"}
     assert solver_options("anderson") - solver_options("picard") == {
         "memory", "mix_every", "beta", "lam"}
     assert solver_options("broyden") - solver_options("picard") == {"memory"}

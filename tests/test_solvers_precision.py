@@ -147,3 +147,17 @@ def test_nan_from_f_at_the_first_step_is_blamed_on_f_and_its_inputs():
     match = r"step 1, from a finite z0, in sample\(s\) \[0\]"
     with pytest.raises(FloatingPointError, match=match):
         deqlib.solve(lambda z: torch.tanh(0.5 * z + x), torch.zeros(2, 2))
+
+
+def test_stall_none_runs_exactly_max_iter_steps_and_a_bad_stall_is_refused():
+    # a fixed count of steps with an unreachable tol (chapter 3 measures memory this way)
+    W = torch.randn(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W *= 0.5 / torch.linalg.matrix_norm(W, 2)
+    f = lambda z: torch.tanh(z @ W.T + 1)
+    z0 = torch.zeros(2, 8, dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match="max_iter=300"):
+        r = deqlib.solve(f, z0, method="picard", tol=1e-30, max_iter=300, stall=None)
+    assert r.steps == 300 and not r.stalled
+    for bad, error in ((0, ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="stall"):
+            deqlib.solve(f, z0, stall=bad)
