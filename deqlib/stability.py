@@ -67,8 +67,9 @@ def jacobian_penalty(
         \varepsilon\rVert^2 \approx \frac1S \sum_{s=1}^{S} \lVert J_i^\top \varepsilon_s\rVert^2,
 
     each Jᵀε one vector-Jacobian product of f (S = ``samples``). The result keeps its graph
-    (``create_graph=True``), so ``loss + γ · jacobian_penalty(f, z_star)`` trains f's parameters
-    to shrink the Jacobian at the equilibrium. The gradient flows into whatever f closes over
+    (``create_graph=True``, even when called under ``torch.no_grad()``), so
+    ``loss + γ · jacobian_penalty(f, z_star)`` trains f's parameters to shrink the Jacobian at
+    the equilibrium. The gradient flows into whatever f closes over
     (its weights, the input's injection), not into ``z``: the point is detached, as the
     equilibrium returned by a solver is.
 
@@ -131,8 +132,10 @@ def jacobian_penalty(
                 for j in range(flat.shape[1])
             ]
         else:
+            where = flat.device if generator is None else generator.device  # draw where g lives
             probes = [
-                torch.randn(flat.shape, generator=generator, dtype=flat.dtype).to(flat.device)
+                torch.randn(flat.shape, generator=generator, dtype=flat.dtype, device=where)
+                .to(flat.device)
                 for _ in range(samples)
             ]
         total = flat.new_zeros(len(flat))
@@ -143,9 +146,9 @@ def jacobian_penalty(
             )
             total = total + vjp.reshape(len(vjp), -1).pow(2).sum(dim=1)
         per_sample = total if exact else total / samples
-    if reduction == "none":
-        return per_sample
-    return per_sample.mean() if reduction == "mean" else per_sample.sum()
+        if reduction == "none":
+            return per_sample
+        return per_sample.mean() if reduction == "mean" else per_sample.sum()
 
 
 class MonotoneLinear(nn.Module):

@@ -90,6 +90,15 @@ def test_penalty_gradient_matches_the_closed_form_gradient():
     assert deqlib.check.relative_difference(noisy, expected)[0] < 0.1
 
 
+def test_penalty_keeps_its_graph_under_no_grad():
+    W, inj, z = small_tanh(seed=5)
+    with torch.no_grad():  # e.g. computed inside an evaluation loop
+        penalty = jacobian_penalty(lambda u: tanh_map(u, W, inj), z, exact=True)
+    (grad,) = torch.autograd.grad(penalty, W)
+    (expected,) = torch.autograd.grad(closed_form(W, inj, z).mean(), W)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_penalty_does_not_differentiate_through_z():
     W, inj, z = small_tanh(seed=6)
     z = z.requires_grad_()
