@@ -16,12 +16,14 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.experiments` the DELM against its explicit peers: a resumable runner,
   tables and figures
 * :mod:`deqlib.memory`   the memory a backward pass keeps, on CPU and CUDA
+* :mod:`deqlib.stability` equilibria that are easy to find: a Jacobian penalty (Hutchinson)
+  and a monotone parameterisation with a unique equilibrium
 * :mod:`deqlib.plot`     the book's figures (returned, never global state) and widgets
 * :mod:`deqlib.check`    checks that print their margin; exercises a reader completes
 * :mod:`deqlib.diagrams` the book's conceptual diagrams, drawn by code
 """
 
-from . import check, data, diagrams, functional, memory, plot, solvers, theory, train
+from . import check, data, diagrams, functional, memory, plot, solvers, stability, theory, train
 from .implicit import DEQ, SolverStats
 from .layers import ConvDEQ, TanhDEQ, reference_tanh_problem
 from .models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
@@ -34,13 +36,15 @@ from .solvers import (
     picard,
     solve,
 )
+from .stability import MonotoneLinear, jacobian_penalty
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "data", "diagrams", "functional", "memory", "plot", "solvers", "theory", "train",
+    "check", "data", "diagrams", "functional", "memory", "plot", "solvers", "stability", "theory",
+    "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",
-    "anderson", "broyden", "picard", "solve",
+    "anderson", "broyden", "picard", "solve", "MonotoneLinear", "jacobian_penalty",
 ]
