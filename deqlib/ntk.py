@@ -116,6 +116,8 @@ class WideTanhDEQ(nn.Module):
         self.in_features, self.width = int(in_features), int(width)
         self.sigma_w, self.sigma_u = _positive("sigma_w", sigma_w), _positive("sigma_u", sigma_u)
         dtype = torch.get_default_dtype() if dtype is None else dtype
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"WideTanhDEQ computes in float32 or float64; got dtype={dtype}")
         like = torch.empty(0, dtype=dtype)
         self.W_hat = nn.Parameter(_gaussian((width, width), 1.0, generator, like))
         self.U_hat = nn.Parameter(_gaussian((width, in_features), 1.0, generator, like))
@@ -271,7 +273,7 @@ class InfiniteWidthKernels:
 
 def _gaussian_expectation(fn: Callable[[Tensor], Tensor], S: Tensor, nodes: int) -> Tensor:
     """E[fn(u) fn(v)] for (u, v) ~ N(0, [[S_ii, S_ij], [S_ij, S_jj]]), for every pair (i, j),
-    by Gauss–Hermite quadrature with ``nodes``² points."""
+    by Gauss–Hermite quadrature with nodes² points."""
     xi, w = np.polynomial.hermite_e.hermegauss(nodes)
     xi = torch.as_tensor(xi, dtype=S.dtype)
     w = torch.as_tensor(w / w.sum(), dtype=S.dtype)
@@ -298,7 +300,7 @@ def infinite_width_ntk(X: Tensor, *, sigma_w: float = 0.4, sigma_u: float = 1.0,
 
     solved by Picard iteration on the (n, n) matrix. The adjoint fixed point of
     :func:`implicit_ntk` becomes P = Σ̇ ⊙ (σ_w² P + 1), so P = Σ̇/(1 − σ_w²Σ̇) entrywise, and
-    Θ* = Ĉ + P ⊙ Σ*. Expectations use Gauss–Hermite quadrature with ``nodes``² points
+    Θ* = Ĉ + P ⊙ Σ*. Expectations use Gauss–Hermite quadrature with nodes² points
     (tanh has poles off the real axis, so the error decays only geometrically: about 1e-8
     with the default 96 nodes).
 

@@ -131,6 +131,8 @@ def test_bad_inputs_raise_clear_errors(data):
         ntk.infinite_width_ntk(torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="width must be a positive integer"):
         ntk.WideTanhDEQ(3, 0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ntk.WideTanhDEQ(3, 4, dtype=torch.float16)
     with pytest.raises(TypeError, match="WideTanhDEQ"):
         ntk.implicit_ntk(torch.nn.Linear(D, 1), X)
     with pytest.raises(ValueError, match=r"\(n, m\)"):
