@@ -211,11 +211,12 @@ def at_least(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> No
 
 
 def _show(value: Any) -> str:
-    """A short, stable rendering: numbers to 6 significant digits, small tensors in full."""
+    """A short, stable rendering: numbers to 4 significant digits (what a float32
+    result reproduces on another CPU), small tensors in full."""
     if isinstance(value, (bool, int, str)) or value is None:
         return repr(value)
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.4g}"
     if isinstance(value, (list, tuple)) and not any(isinstance(v, torch.Tensor) for v in value):
         try:
             value = torch.as_tensor(value, dtype=torch.float64)
@@ -228,11 +229,11 @@ def _show(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
         if t.numel() == 1:
-            return f"{t.item():.6g}"
+            return f"{t.item():.4g}"
         if t.numel() <= 6:
-            return "[" + ", ".join(f"{x:.6g}" for x in t.reshape(-1).tolist()) + "]"
+            return "[" + ", ".join(f"{x:.4g}" for x in t.reshape(-1).tolist()) + "]"
         norm = torch.linalg.vector_norm(t.double().reshape(-1)).item()
-        return f"tensor of shape {tuple(t.shape)} with norm {norm:.6g}"
+        return f"tensor of shape {tuple(t.shape)} with norm {norm:.4g}"
     return repr(value)
 
 

@@ -121,7 +121,7 @@ def test_exercise_marks_right_and_wrong_answers(capsys):
     check.exercise(lambda: "anderson", expected="anderson")
     assert printed(capsys) == "yours: 'anderson' expected: 'anderson' ✓"
     check.exercise(lambda: None, expected=torch.ones(8))
-    assert printed(capsys) == "yours: None expected: tensor of shape (8,) with norm 2.82843 ✗"
+    assert printed(capsys) == "yours: None expected: tensor of shape (8,) with norm 2.828 ✗"
 
 
 def test_exercise_splits_a_line_wider_than_the_page(capsys):
@@ -129,8 +129,8 @@ def test_exercise_splits_a_line_wider_than_the_page(capsys):
     check.exercise(lambda: pair, expected=pair)
     lines = printed(capsys).splitlines()
     assert lines == [
-        "yours: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.64575)",
-        "expected: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.64575)",
+        "yours: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.646)",
+        "expected: ([0, 1, 2, 3, 4, 5], tensor of shape (7,) with norm 2.646)",
         "✓ (relative difference ≤ 1e-08, tolerance 1e-06)",
     ]
     assert all(len(line) <= check.WIDTH for line in lines)
