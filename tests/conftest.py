@@ -26,10 +26,10 @@ def load_notebook(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _find_browser_module():
-    spec = importlib.util.spec_from_file_location(
-        "find_browser", ROOT / "scripts" / "find_browser.py"
-    )
+def load_script(relative: str):
+    """A script of the repository (e.g. "scripts/find_browser.py") imported as a module."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -78,7 +78,7 @@ def built_site() -> tuple[Path, str]:
 def chromium_path() -> str:
     """A Chromium to drive (scripts/find_browser.py). Without one the browser tests are skipped
     with a message saying how to get one, except in CI (CI set), where they fail."""
-    finder = _find_browser_module()
+    finder = load_script("scripts/find_browser.py")
     path = finder.find_chromium()
     if path is None:
         if os.environ.get("CI"):

@@ -4,7 +4,6 @@ scripts/execute_notebooks.py stores in each notebook, and book/sanitize.cfg's ma
 The end-to-end test executes a small notebook with the script, edits its stored outputs, and
 runs `make test-notebooks NB=...` on it: the Makefile's own command line, plugin included."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 from nbval.plugin import get_sanitize_patterns
 from nbval_numbers import (
     DEFAULT,
@@ -26,16 +25,6 @@ from nbval_numbers import (
     split_numbers,
     tolerance_from_metadata,
 )
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "execute_notebooks", ROOT / "scripts" / "execute_notebooks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # -- what is a number --------------------------------------------------------------------------
 
@@ -187,7 +176,7 @@ def test_the_machine_record(monkeypatch):
     import numpy
     import torch
 
-    script = load_script()
+    script = load_script("scripts/execute_notebooks.py")
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     record = script.machine()
@@ -203,8 +192,9 @@ def test_torch_blas_reads_torch_config():
         "  - Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605 for ...\n"
         "  - Build settings: BLAS_INFO=mkl, BUILD_TYPE=Release, LAPACK_INFO=mkl, USE_MKL=ON\n"
     )
-    assert load_script().torch_blas(config) == "mkl 2024.2 (build 20240605), LAPACK mkl"
-    assert load_script().torch_blas("Build settings: BLAS_INFO=open, ") == "open"
+    script = load_script("scripts/execute_notebooks.py")
+    assert script.torch_blas(config) == "mkl 2024.2 (build 20240605), LAPACK mkl"
+    assert script.torch_blas("Build settings: BLAS_INFO=open, ") == "open"
 
 
 def test_the_provenance_report_names_the_differences():
@@ -318,7 +308,7 @@ def nbval_run(tmp_path_factory):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src, metadata=meta) for src, meta, _, _ in CELLS]
     nbformat.write(nb, path)
-    load_script().execute(path)
+    load_script("scripts/execute_notebooks.py").execute(path)
     nb = nbformat.read(path, as_version=4)
     for cell, (_, _, edit, _) in zip(nb.cells, CELLS):
         if edit:

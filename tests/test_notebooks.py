@@ -9,7 +9,7 @@ cell that drew nothing, or whose image went to a closed pyplot backend): these t
 import re
 
 import pytest
-from conftest import BOOK, CHAPTERS, LINE_LENGTH, NOTEBOOKS, ROOT, load_notebook
+from conftest import BOOK, CHAPTERS, LINE_LENGTH, NOTEBOOKS, load_notebook, load_script
 
 pytestmark = pytest.mark.book
 
@@ -206,15 +206,9 @@ def test_a_cell_ending_with_a_deqlib_figure_stores_one_png_in_a_fresh_kernel(tmp
     """The display path the figure convention relies on: executed as scripts/execute_notebooks.py
     executes the chapters, a cell that ends with a deqlib Figure stores exactly one PNG, with
     matplotlib.pyplot never imported in the kernel."""
-    import importlib.util
-
     import nbformat
 
-    spec = importlib.util.spec_from_file_location(
-        "execute_notebooks", ROOT / "scripts" / "execute_notebooks.py"
-    )
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = load_script("scripts/execute_notebooks.py")
     cells = [
         "import sys\nfrom deqlib import diagrams, plot",
         "plot.lines({'anderson': [1.0, 0.1, 0.01]}, yscale='log')",

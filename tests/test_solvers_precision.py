@@ -5,13 +5,12 @@ converge on every contraction of a scan (issue 16).
 The scan itself lives in benchmarks/scan_solvers.py, which prints its figures; these tests run it.
 """
 
-import importlib.util
 import json
 import warnings
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 import deqlib
 from deqlib.solvers import ConvergenceWarning
@@ -19,14 +18,6 @@ from deqlib.solvers import ConvergenceWarning
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHODS = ("picard", "anderson", "broyden")
-
-
-def _scan_module():
-    spec = importlib.util.spec_from_file_location("scan_solvers",
-                                                  ROOT / "benchmarks" / "scan_solvers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_issues_reproduction_converges_with_the_defaults():
@@ -53,7 +44,7 @@ def test_default_tanh_deq_converges_for_every_seed_and_batch_size(width):
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 @pytest.mark.parametrize("method", METHODS)
 def test_scan_of_contractions_has_no_failure(method, dtype):
-    failures = _scan_module().run(method, dtype)
+    failures = load_script("benchmarks/scan_solvers.py").run(method, dtype)
     assert not failures, failures[:5]
 
 
