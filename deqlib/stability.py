@@ -91,7 +91,7 @@ def jacobian_penalty(
             per sample, shape ``(batch,)``.
 
     Returns:
-        A tensor: a scalar, or shape ``(batch,)`` for ``reduction="none"``.
+        The penalty, a scalar tensor (or one of shape ``(batch,)`` with ``reduction="none"``).
 
     Example::
 
