@@ -97,7 +97,7 @@ def test_a_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
-    monkeypatch.setattr(experiments, "fit", no_training)
+    monkeypatch.setattr(experiments.runner, "fit", no_training)
     assert _run(tmp_path)[0] == first
 
 
@@ -166,7 +166,7 @@ def test_tuning_picks_the_lowest_mean_training_loss_and_reuses_those_runs(tmp_pa
     assert result["chosen"]["square/linear"] == 0.02
     stored = json.loads((tmp_path / "learning_rates.json").read_text())
     assert stored["chosen"] == result["chosen"] and stored["seeds"] == [0, 1]
-    monkeypatch.setattr(experiments, "fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(experiments.runner, "fit", lambda *a, **k: pytest.fail("retrained"))
     experiments.run_experiment(models=["linear"], losses=["square"], seeds=[0, 1],
                                lr=result["chosen"], out=tmp_path, **{**TINY, "epochs": 3})
 
@@ -193,7 +193,7 @@ def test_gd_gap_starts_both_models_at_the_same_function(tmp_path, monkeypatch):
         assert r["optimum"] <= min(r["delm_loss"] + r["linear_loss"]) + 1e-6
     low = records[1]
     assert low["S_norm"][0] == pytest.approx(0.8, abs=0.02), low["S_norm"]
-    monkeypatch.setattr(experiments, "gd_loss_gap", lambda **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(experiments.gd_gap, "gd_loss_gap", lambda **k: pytest.fail("recomputed"))
     assert experiments.run_gd_gaps(tmp_path, losses=["square"], **common) == records
 
 
@@ -290,7 +290,7 @@ def test_full_datasets_run_and_resume_from_files_on_disk(tmp_path, monkeypatch):
                    progress=False, device="cpu")
     first = experiments.run_full_datasets(tmp_path / "out", **options)
     assert len(first["mnist"]) == 1 and (tmp_path / "out" / "mnist" / "runs").is_dir()
-    monkeypatch.setattr(experiments, "fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(experiments.runner, "fit", lambda *a, **k: pytest.fail("retrained"))
     assert experiments.run_full_datasets(tmp_path / "out", **options) == first
     with pytest.raises(ValueError, match="unknown dataset 'digits'"):
         experiments.run_full_datasets(tmp_path, datasets=["digits"], allow_cpu=True)
