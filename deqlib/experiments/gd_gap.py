@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..models import LinearModel
 from ..train import LOSSES, loss_fn, resolve_device
 from .catalog import delm_spectra, make_model
 from .provenance import _load_average, _provenance
-from .store import _stored_or_run, run_key
+from .store import _finite, _short, _stored_or_run, run_key
 
 
 def _gd_settings(*, dataset: str, loss: str, init: str, lr: float, steps: int, seed: int,
@@ -27,7 +28,7 @@ def _gd_settings(*, dataset: str, loss: str, init: str, lr: float, steps: int, s
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
     for name, value in (("steps", steps), ("record_every", record_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ValueError(f"lr must be a finite number > 0; got lr={lr!r}")
@@ -98,9 +99,26 @@ def gd_loss_gap(*, dataset: str = "mnist10k", loss: str = "square", init: str = 
 
 
 def _gd_complete(record: dict) -> str | None:
+    """Why a record whose settings matched is not a whole GD run (None: it is)."""
     n = record["steps"] + 1
-    if not all(len(record.get(k) or []) == n for k in ("delm_loss", "linear_loss")):
+    curves = ("delm_loss", "linear_loss")
+    if not all(isinstance(record.get(k), list) and len(record[k]) == n for k in curves):
         return "is partial (loss curves shorter than steps + 1)"
+    if record.get("step") != list(range(n)):
+        return f"has step={str(record.get('step', '<missing>'))[:80]}, not 0 … {n - 1}"
+    s_step, s_norm = record.get("S_step"), record.get("S_norm")
+    if not (isinstance(s_step, list) and isinstance(s_norm, list) and s_step
+            and len(s_step) == len(s_norm) and all(map(_finite, s_step))):
+        return "has no ‖S_t‖₂ record (S_step and S_norm of one length)"
+    for k in (*curves, "S_norm"):
+        for v in record[k]:
+            if not _finite(v):
+                return f"has {_short(v)} in {k}, not a finite number"
+    optimum = record.get("optimum", "<missing>")
+    if not (optimum is None or _finite(optimum)):
+        return f"has optimum={_short(optimum)}, neither null nor a finite number"
+    if not (_finite(record.get("wall_time_s")) and record["wall_time_s"] >= 0):
+        return f"has wall_time_s={_short(record.get('wall_time_s', '<missing>'))}, not a time"
     return None
 
 

@@ -4,6 +4,7 @@ full ones."""
 from __future__ import annotations
 
 import functools
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..train import LOSSES, fit, resolve_device
 from .catalog import FULL_DATASETS, MODELS, PAPER_DEFAULTS, delm_spectra, make_model
 from .provenance import _load_average, _provenance
 from .reports import write_summary
-from .store import _run_complete, _stored_or_run, run_key, run_settings
+from .store import _dtype_name, _run_complete, _stored_or_run, run_key, run_settings
 
 
 def _lr_for(lr, loss: str, model: str) -> float:
@@ -42,6 +43,9 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
                    reuse_from: Sequence[str | Path] = ()) -> list[dict]:
     """Train every (loss, model, seed) not already stored in ``out`` with these settings.
 
+    The runs train in torch's default dtype at the call (``torch.get_default_dtype()``), and
+    their key records it (``"dtype"``): a float64 run is never reused for a float32 call.
+
     Args:
         dataset, root, download, train_size, test_size, data_seed: what
             :func:`deqlib.data.load` gets (``data_seed`` draws the subsets).
@@ -63,6 +67,14 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
         (one row per epoch, epoch 0 before training); a run whose loss became NaN or Inf is
         stored with ``diverged: True``, its ``error`` and an empty history.
     """
+    for what, given in (("models", models), ("losses", losses), ("seeds", seeds)):
+        if isinstance(given, (str, bytes)):
+            raise ValueError(f"{what} must be a list, such as {what}=[{given!r}]; got the string "
+                             f"{what}={given!r}, whose characters would be taken one by one")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seeds must be integers; got {seed!r} in seeds={seeds!r}")
+    dtype = _dtype_name(None)            # what the models will be made in: torch's default now
     for name in models:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
@@ -72,7 +84,7 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
     every = [run_settings(dataset=dataset, model=name, loss=loss, seed=seed,
                           lr=_lr_for(lr, loss, name), epochs=epochs, batch_size=batch_size,
                           train_size=train_size, test_size=test_size, data_seed=data_seed,
-                          gamma=gamma, delta=delta, width=width)
+                          gamma=gamma, delta=delta, width=width, dtype=dtype)
              for loss in losses for name in models for seed in seeds]     # all checked first
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -106,6 +118,11 @@ def _train_one(settings: dict, data, dev: torch.device, command: str | None) -> 
     model = make_model(settings["model"], data.in_features, data.num_classes,
                        seed=settings["seed"], gamma=settings["gamma"], delta=settings["delta"],
                        width=settings["width"])
+    made = _dtype_name(next(model.parameters()).dtype)
+    if made != settings["dtype"]:
+        raise RuntimeError(f"the run's key says dtype {settings['dtype']} but its model was made "
+                           f"in {made}: torch's default dtype changed while run_experiment ran; "
+                           "set it before the call and leave it until the call returns")
     try:
         history = fit(model, data, loss=settings["loss"], optimizer=settings["optimizer"],
                       lr=settings["lr"], epochs=settings["epochs"],
