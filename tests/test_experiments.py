@@ -491,3 +491,12 @@ def test_a_string_where_a_list_is_meant_is_refused(tmp_path):
         experiments.run_experiment(seeds="01", out=tmp_path, **TINY)
     with pytest.raises(ValueError, match="seeds must be integers; got 1.5"):
         experiments.run_experiment(seeds=[0, 1.5], out=tmp_path, **TINY)
+
+
+def test_a_model_whose_runs_all_diverged_is_named_in_the_legend():
+    records = [_fake("linear", "square", s, [0.1, 0.5], [1.0, 0.6]) for s in (0, 1)]
+    records += [{**_fake("deep2", "square", s, [0.1], [1.0]), "diverged": True, "history": []}
+                for s in (0, 1)]
+    fig = experiments.plot_curves(records)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["linear, same W₀ (2 seeds)", "deep linear, depth 2, all 2 diverged"], texts

@@ -17,8 +17,11 @@ width, loss, optimizer, learning rate, epochs, batch size, γ, δ, seed, dtype) 
 ``OUT/runs/<loss>__<model>__seed<k>__<key>.json`` as soon as it finishes, with the command,
 device, date and wall time that produced it. A rerun finds a finished run only if every
 setting matches; change any setting and it runs again (the old file stays, under its own key).
-A corrupt or partial file is named in a :class:`CorruptRunWarning` and run again, and the
-other runs still resume. So an interrupted comparison restarts where it stopped.
+The dtype in the key is the one the run trained in: torch's default dtype at the call. A file
+that is not a whole run of exactly those settings (unreadable, a folder, wrong types, NaN in
+its history, partial) is named in a :class:`CorruptRunWarning` and run again, and the other
+runs still resume. Each file is written through a temporary file of its own, then renamed, so
+an interrupted comparison restarts where it stopped and concurrent runs never collide.
 
 Protocol (our defaults; the paper's exact hyper-parameters were not available to us): images
 flattened to [0, 1], φ(x) = x, γ = 0.8, δ = 1e-6, A, B ~ N(0, 1/m); SGD with a fixed step on the
@@ -29,12 +32,18 @@ almost as the linear model; the low-rank start puts ‖S₀‖₂ near γ.
 The figures (:func:`plot_curves`, :func:`plot_S_norm`, :func:`plot_gd_gap`) and the table
 (:func:`summary_table`) are drawn from the stored records, on their own Figures, with no
 global matplotlib state.
+
+The package, one module per job: ``catalog`` (the models and defaults), ``store`` (keys, run
+files, :func:`load_runs`), ``provenance``, ``runner`` (:func:`run_experiment`,
+:func:`run_full_datasets`), ``tuning`` (:func:`tune_learning_rates`, :func:`paper_comparison`),
+``gd_gap``, ``reports`` (tables), ``figures`` and ``cli`` (:func:`main`); every public name is
+imported here.
 """
 
 from __future__ import annotations
 
 from . import catalog
-from .catalog import FULL_DATASETS, MODEL_LABELS, MODELS, delm_spectra, make_model
+from .catalog import MODEL_LABELS, MODELS, delm_spectra, make_model
 from .cli import main
 from .figures import plot_curves, plot_gd_gap, plot_S_norm
 from .gd_gap import gd_loss_gap, run_gd_gaps
@@ -43,6 +52,8 @@ from .runner import run_experiment, run_full_datasets
 from .store import CorruptRunWarning, load_runs, run_key, run_settings
 from .tuning import paper_comparison, tune_learning_rates
 
+#: The datasets :func:`run_full_datasets` trains on (downloaded by torchvision).
+FULL_DATASETS = catalog.FULL_DATASETS
 PAPER_DEFAULTS = catalog.PAPER_DEFAULTS      # a module attribute before the split: kept
 
 __all__ = [

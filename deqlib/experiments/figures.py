@@ -63,7 +63,9 @@ def plot_curves(records: Iterable[dict], *, metric: str = "test_acc",
             for name in names:
                 runs = [r for r in records if r["loss"] == loss and r["model"] == name]
                 ok = _finished(runs)
-                if not ok:
+                if runs and not ok:              # nothing to draw: say so in the legend
+                    ax.plot([], [], label=f"{MODEL_LABELS[name]}, all {len(runs)} diverged",
+                            **_STYLES[name])
                     continue
                 label = MODEL_LABELS[name] + (f", {len(runs) - len(ok)} diverged"
                                               if len(ok) < len(runs) else "")
