@@ -97,7 +97,7 @@ def test_a_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
-    monkeypatch.setattr(experiments, "fit", no_training)
+    monkeypatch.setattr(experiments.runner, "fit", no_training)
     assert _run(tmp_path)[0] == first
 
 
@@ -166,7 +166,7 @@ def test_tuning_picks_the_lowest_mean_training_loss_and_reuses_those_runs(tmp_pa
     assert result["chosen"]["square/linear"] == 0.02
     stored = json.loads((tmp_path / "learning_rates.json").read_text())
     assert stored["chosen"] == result["chosen"] and stored["seeds"] == [0, 1]
-    monkeypatch.setattr(experiments, "fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(experiments.runner, "fit", lambda *a, **k: pytest.fail("retrained"))
     experiments.run_experiment(models=["linear"], losses=["square"], seeds=[0, 1],
                                lr=result["chosen"], out=tmp_path, **{**TINY, "epochs": 3})
 
@@ -193,7 +193,7 @@ def test_gd_gap_starts_both_models_at_the_same_function(tmp_path, monkeypatch):
         assert r["optimum"] <= min(r["delm_loss"] + r["linear_loss"]) + 1e-6
     low = records[1]
     assert low["S_norm"][0] == pytest.approx(0.8, abs=0.02), low["S_norm"]
-    monkeypatch.setattr(experiments, "gd_loss_gap", lambda **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(experiments.gd_gap, "gd_loss_gap", lambda **k: pytest.fail("recomputed"))
     assert experiments.run_gd_gaps(tmp_path, losses=["square"], **common) == records
 
 
@@ -290,7 +290,7 @@ def test_full_datasets_run_and_resume_from_files_on_disk(tmp_path, monkeypatch):
                    progress=False, device="cpu")
     first = experiments.run_full_datasets(tmp_path / "out", **options)
     assert len(first["mnist"]) == 1 and (tmp_path / "out" / "mnist" / "runs").is_dir()
-    monkeypatch.setattr(experiments, "fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(experiments.runner, "fit", lambda *a, **k: pytest.fail("retrained"))
     assert experiments.run_full_datasets(tmp_path / "out", **options) == first
     with pytest.raises(ValueError, match="unknown dataset 'digits'"):
         experiments.run_full_datasets(tmp_path, datasets=["digits"], allow_cpu=True)
@@ -326,3 +326,177 @@ def test_unknown_model_or_loss_is_rejected(tmp_path):
         experiments.run_experiment(models=["resnet"], out=tmp_path, **TINY)
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         experiments.run_experiment(losses=["hinge"], out=tmp_path, **TINY)
+
+
+# ----------------------------------------------------------------------------- the store's fixes
+
+
+def test_concurrent_writes_of_one_run_file_never_collide(tmp_path):
+    """Each write goes through its own temporary file: with one shared '<run>.json.tmp' name,
+    16 threads writing the same record lost hundreds of writes to FileNotFoundError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "square__linear__seed0__abc.json"
+    records = [{"writer": k, "history": list(range(200))} for k in range(16)]
+
+    def write(record):
+        for _ in range(30):
+            experiments.store._write_atomic(path, record)
+
+    with ThreadPoolExecutor(16) as pool:
+        for future in [pool.submit(write, r) for r in records]:
+            future.result()                                    # re-raises a failed write
+    assert json.loads(path.read_text()) in records             # whole: one writer's record
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "run.json"
+    experiments.store._write_atomic(path, {"a": 1})
+    with pytest.raises(TypeError):
+        experiments.store._write_atomic(path, {"a": {1, 2}})   # a set: not JSON
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_the_key_records_the_dtype_the_run_trained_in(tmp_path):
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        wide = _run(tmp_path)[0]
+    finally:
+        torch.set_default_dtype(before)
+    assert wide["dtype"] == "float64"
+    narrow = _run(tmp_path)[0]                       # a float32 call: not answered by the f64 run
+    assert narrow["dtype"] == "float32" and narrow["key"] != wide["key"]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+    assert narrow["history"][-1]["train_loss"] != wide["history"][-1]["train_loss"]
+    settings = dict(dataset="digits", model="linear", loss="square", seed=0, lr=0.05, epochs=2,
+                    batch_size=32)
+    assert experiments.run_settings(**settings)["dtype"] == "float32"    # the default now
+    assert experiments.run_settings(**settings, dtype=torch.float64)["dtype"] == "float64"
+    with pytest.raises(ValueError, match="dtype must be a floating torch dtype"):
+        experiments.run_settings(**settings, dtype="int64")
+
+
+def _history_with(record, **row):
+    history = [dict(r) for r in record["history"]]
+    history[1].update(row)
+    return {**record, "history": history}
+
+
+# (name, how the stored record or text is spoiled, words the warning must hold)
+SPOILED = [
+    ("nan-loss", lambda r: json.dumps(_history_with(r, train_loss=float("nan"))),
+     "train_loss=nan, not a finite number"),
+    ("inf-acc", lambda r: json.dumps(_history_with(r, test_acc=float("inf"))),
+     "test_acc=inf, not a finite number"),
+    ("bool-acc", lambda r: json.dumps(_history_with(r, test_acc=True)),
+     "test_acc=True, not a finite number"),
+    ("missing-column", lambda r: json.dumps({**r, "history": [
+        {k: v for k, v in row.items() if k != "test_loss"} for row in r["history"]]}),
+     "without ['test_loss']"),
+    ("row-not-object", lambda r: json.dumps({**r, "history": [1, 2, 3]}), "that is a int"),
+    ("diverged-str", lambda r: json.dumps({**r, "diverged": "no"}), "diverged='no'"),
+    ("epochs-true", lambda r: json.dumps({**r, "epochs": True}), "epochs=True, now 2"),
+    ("epochs-float", lambda r: json.dumps({**r, "epochs": 2.0}), "epochs=2.0, now 2"),
+    ("lr-string", lambda r: json.dumps({**r, "lr": "0.05"}), "lr='0.05', now 0.05"),
+    ("key-wrong", lambda r: json.dumps({**r, "key": "0" * 12}), "not the hash of its settings"),
+    ("deep-nesting", lambda r: "[" * 100_000, "cannot be read (RecursionError"),
+    ("huge-int", lambda r: json.dumps(r).replace('"epochs": 2', '"epochs": ' + "9" * 5000),
+     "cannot be read (ValueError"),
+    ("big-int", lambda r: json.dumps(r).replace('"epochs": 2', '"epochs": ' + "9" * 4000),
+     "was written for other settings (epochs=999"),
+    ("empty-object", lambda r: "{}", "was written for other settings"),
+    ("invalid-json", lambda r: '{"dataset": ', "cannot be read (JSONDecodeError"),
+    ("not-utf8", lambda r: b"\xff\xfe{}", "cannot be read (UnicodeDecodeError"),
+    ("folder", None, "is a folder, not a run file"),
+]
+
+
+def _spoil(path, record, spoil):
+    if spoil is None:
+        path.unlink()
+        path.mkdir()
+        return
+    text = spoil(record)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+
+@pytest.mark.parametrize("name, spoil, words", SPOILED, ids=[s[0] for s in SPOILED])
+def test_a_malformed_run_file_is_named_and_rerun_never_reused_or_crashing(tmp_path, name, spoil,
+                                                                         words):
+    first = _run(tmp_path)[0]
+    path = next((tmp_path / "runs").glob("*.json"))
+    _spoil(path, first, spoil)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = _run(tmp_path)[0]
+    messages = [str(w.message) for w in caught if w.category is CorruptRunWarning]
+    assert len(messages) == 1 and path.name in messages[0] and words in messages[0], messages
+    assert "running it again" in messages[0]
+    assert {w.filename for w in caught if w.category is CorruptRunWarning} == {__file__}
+    assert again["history"] == first["history"] or again["history"][-1]["train_loss"] == \
+        pytest.approx(first["history"][-1]["train_loss"])           # retrained, same result
+    if spoil is None:
+        assert path.is_dir() and "not stored until the folder is removed" in messages[0]
+    else:
+        assert json.loads(path.read_text()) == again                 # the rerun replaced it
+
+
+@pytest.mark.parametrize("name, spoil, words", SPOILED, ids=[s[0] for s in SPOILED])
+def test_load_runs_skips_a_malformed_file_by_name(tmp_path, name, spoil, words):
+    good = _run(tmp_path)[0]
+    bad = tmp_path / "runs" / "square__linear__seed0__spoiled.json"
+    bad.write_text(json.dumps(good))
+    _spoil(bad, good, spoil)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = experiments.load_runs(tmp_path)
+        rows = experiments.summary_table(runs)                   # a {} file once broke this
+    messages = [str(w.message) for w in caught if w.category is CorruptRunWarning]
+    assert len(messages) == 1 and bad.name in messages[0] and "skipped" in messages[0], messages
+    assert {w.filename for w in caught if w.category is CorruptRunWarning} == {__file__}
+    assert runs == [good] and rows[0]["seeds"] == 1
+
+
+def test_a_stored_gd_record_with_nan_is_recomputed(tmp_path):
+    common = dict(dataset="digits", train_size=100, steps=np.int64(4), lr=0.05,
+                  record_every=2, progress=False, losses=["square"], inits=["gaussian"])
+    first = experiments.run_gd_gaps(tmp_path, **common)[0]
+    assert first["steps"] == 4 and first["S_step"] == [0, 2, 4]
+    path = next(tmp_path.glob("gd_*.json"))
+    path.write_text(json.dumps({**first, "delm_loss": [float("nan")] * 5}))
+    with pytest.warns(CorruptRunWarning, match=f"{path.name} has nan in delm_loss"):
+        again = experiments.run_gd_gaps(tmp_path, **common)[0]
+    assert again["delm_loss"] == pytest.approx(first["delm_loss"])
+
+
+def test_the_warning_points_at_the_caller_of_tuning(tmp_path):
+    options = {k: v for k, v in TINY.items() if k != "progress"}
+    first = _run(tmp_path)[0]
+    path = next((tmp_path / "runs").glob("*.json"))
+    path.write_text(json.dumps({**first, "history": []}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        experiments.tune_learning_rates(lr_grid=[0.05], models=["linear"], losses=["square"],
+                                        seeds=[0], out=tmp_path, **options)
+    assert [w.filename for w in caught if w.category is CorruptRunWarning] == [__file__]
+
+
+def test_a_string_where_a_list_is_meant_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"models must be a list, such as models=\['linear'\]"):
+        experiments.run_experiment(models="linear", out=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="seeds must be a list"):
+        experiments.run_experiment(seeds="01", out=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="seeds must be integers; got 1.5"):
+        experiments.run_experiment(seeds=[0, 1.5], out=tmp_path, **TINY)
+
+
+def test_a_model_whose_runs_all_diverged_is_named_in_the_legend():
+    records = [_fake("linear", "square", s, [0.1, 0.5], [1.0, 0.6]) for s in (0, 1)]
+    records += [{**_fake("deep2", "square", s, [0.1], [1.0]), "diverged": True, "history": []}
+                for s in (0, 1)]
+    fig = experiments.plot_curves(records)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["linear, same W₀ (2 seeds)", "deep linear, depth 2, all 2 diverged"], texts

@@ -1,0 +1,124 @@
+"""Tables from stored records: mean and spread over seeds, the paired seed test, summary.csv."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..train import LOSSES
+from .catalog import MODEL_LABELS, MODELS
+from .figures import plot_curves
+from .store import _finished
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = list(values)
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summary_table(records: Iterable[dict]) -> list[dict]:
+    """One row per (loss, model): the last epoch's numbers as mean and std over the seeds.
+
+    The std is the sample standard deviation over seeds (n − 1 in the denominator). Keys:
+    ``loss``, ``model``, ``lr``, ``seeds``, ``diverged`` (how many seeds diverged),
+    ``test_acc``, ``test_acc_std``, ``train_loss``, ``train_loss_std``, ``test_loss``,
+    ``S0``, ``ST`` (‖S‖₂ at the start and the end, DELM only, else None) and ``epoch_time_s``
+    (training time per epoch, evaluation excluded).
+    """
+    records = list(records)
+    rows = []
+    for loss in LOSSES:
+        for name in MODELS:
+            runs = [r for r in records if r["loss"] == loss and r["model"] == name]
+            if not runs:
+                continue
+            ok = _finished(runs)
+            last = [r["history"][-1] for r in ok]
+            acc, acc_std = _mean_std([row["test_acc"] for row in last])
+            tl, tl_std = _mean_std([row["train_loss"] for row in last])
+            s0 = [r["history"][0].get("S_norm") for r in ok]
+            sT = [row.get("S_norm") for row in last]
+            rows.append({
+                "loss": loss, "model": name, "lr": sorted({r["lr"] for r in runs}),
+                "seeds": len(runs), "diverged": len(runs) - len(ok),
+                "test_acc": acc, "test_acc_std": acc_std, "train_loss": tl,
+                "train_loss_std": tl_std,
+                "test_loss": _mean_std([row["test_loss"] for row in last])[0],
+                "S0": _mean_std(s0)[0] if ok and None not in s0 else None,
+                "ST": _mean_std(sT)[0] if ok and None not in sT else None,
+                "epoch_time_s": _mean_std([r["history"][-1]["time"] / max(r["epochs"], 1)
+                                           for r in ok])[0],
+            })
+    return rows
+
+
+def summary_text(records: Iterable[dict], *, times: bool = False) -> str:
+    """:func:`summary_table` as aligned text: test accuracy (%) mean ± std over the seeds, the
+    final training loss, ‖S₀‖₂ → ‖S_T‖₂ for the DELM, and with ``times`` the training time per
+    epoch (left out by default: timings change from run to run)."""
+    head = (f"{'loss':14}{'model':23}{'lr':>7}{'test acc (%)':>16}{'train loss':>12}"
+            f"{'‖S₀‖₂ → ‖S_T‖₂':>19}" + (f"{'s/epoch':>9}" if times else ""))
+    lines = [head]
+    for row in summary_table(records):
+        lr = ",".join(f"{v:g}" for v in row["lr"])
+        acc = (f"{100 * row['test_acc']:.1f} ± {100 * row['test_acc_std']:.1f}"
+               if row["seeds"] > row["diverged"] else "diverged")
+        spectra = f"{row['S0']:.4f} → {row['ST']:.4f}" if row["S0"] is not None else ""
+        line = (f"{row['loss']:14}{MODEL_LABELS[row['model']]:23}{lr:>7}{acc:>16}"
+                f"{row['train_loss']:>12.4f}{spectra:>19}")
+        if row["diverged"] and row["seeds"] > row["diverged"]:
+            line += f"  ({row['diverged']} of {row['seeds']} seeds diverged)"
+        if times:
+            line += f"{row['epoch_time_s']:>9.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def seed_spread(records: Iterable[dict], a: str, b: str, *, loss: str,
+                metric: str = "test_acc") -> dict:
+    """Does model ``a`` differ from model ``b`` by more than the seed-to-seed spread?
+
+    Compares the last epoch's ``metric``, paired by seed (the same seed gives the DELM and the
+    linear model the same W₀). ``exceeds`` is True when every paired difference has the same
+    sign and the absolute mean difference is larger than the sum of the two models' std over seeds.
+    """
+    records = _finished(records)
+    by_seed = {m: {r["seed"]: r["history"][-1][metric] for r in records
+                   if r["model"] == m and r["loss"] == loss} for m in (a, b)}
+    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+    if not seeds:
+        raise ValueError(f"no seed has finished runs of both {a!r} and {b!r} on loss={loss!r}")
+    diffs = [by_seed[a][s] - by_seed[b][s] for s in seeds]
+    mean_a, std_a = _mean_std([by_seed[a][s] for s in seeds])
+    mean_b, std_b = _mean_std([by_seed[b][s] for s in seeds])
+    mean = statistics.fmean(diffs)
+    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+    return {"seeds": seeds, "differences": diffs, "mean_difference": mean,
+            "std_a": std_a, "std_b": std_b,
+            "exceeds": bool(same_sign and abs(mean) > std_a + std_b)}
+
+
+def write_summary(records: list[dict], out: str | Path, *, figure: bool = True) -> None:
+    """``out/summary.csv`` (the last epoch of every run) and, with ``figure``,
+    ``out/summary.png`` (:func:`plot_curves` of the test accuracy), drawn on its own Figure."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["dataset", "loss", "model", "seed", "lr", "epochs", "batch_size", "diverged",
+              "train_loss", "train_acc", "test_loss", "test_acc", "S_norm", "time", "key"]
+    with open(out / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for r in records:
+            last = r["history"][-1] if r.get("history") else {}
+            writer.writerow({**{k: r.get(k, "") for k in fields[:8]},
+                             **{k: last.get(k, "") for k in fields[8:14]}, "key": r.get("key")})
+    if figure and _finished(records):
+        fig = plot_curves(records)
+        fig.savefig(out / "summary.png", bbox_inches="tight")
+
+
