@@ -109,8 +109,6 @@ __all__ = [
     "solve",
     "SOLVERS",
     "solver_options",
-    "check_options",
-    "warn_at_caller",
 ]
 
 
