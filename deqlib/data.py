@@ -1,4 +1,5 @@
-"""Datasets as tensors: the embedded digits, a real MNIST subset, and the paper's four datasets.
+"""Datasets as tensors: the embedded digits, a real MNIST subset, and MNIST, KMNIST, CIFAR-10 and
+CIFAR-100 (the datasets the book uses for the paper's experiments; the protocol is the book's).
 
 ``load(name)`` returns a :class:`Dataset` whose images are flattened and scaled to [0, 1]
 (φ(x) = x, so m = the number of pixels) with integer class labels.
