@@ -182,6 +182,41 @@ def untimed_check(builders, data, epochs):
     return rows
 
 
+def maps_only(layer, data, epochs, forward_steps, backward_steps):
+    """The floor of a training run: per batch, only the solves' evaluations of f and VJPs.
+
+    For every batch of the same epochs: the context (W_z or K in the bound, the injection),
+    ``forward_steps`` evaluations of f without graph, one with graph, and ``backward_steps``
+    vector-Jacobian products through it (u ← Jᵀu + g, autograd.grad as a user would write it),
+    the counts rounded from a real run's means. No solver arithmetic, no loss, readout,
+    parameter gradient or optimiser step: what the training would cost if the solvers' own work
+    were free.
+    """
+    n_f, n_b = round(forward_steps), round(backward_steps)
+
+    def run():
+        model = copy.deepcopy(layer)
+        shuffle = torch.Generator().manual_seed(SEED)
+        n = len(data.X_train)
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=shuffle)
+            for i in range(0, n, BATCH):
+                x = data.X_train[perm[i:i + BATCH]]
+                context = model._context(x)
+                with torch.no_grad():
+                    z = x.new_zeros(len(x), model.width) if hasattr(model, "width") else \
+                        x.new_zeros(len(x), model.channels, *model.image_shape[1:])
+                    for _ in range(n_f):
+                        z = model._map(z, context)
+                z = z.requires_grad_()
+                f_z = model._map(z, context)
+                g = torch.ones_like(f_z)
+                u = g
+                for _ in range(n_b):
+                    u = torch.autograd.grad(f_z, z, u, retain_graph=True)[0] + g
+    return run
+
+
 def interleaved(runs: dict, repeats: int) -> dict:
     """Every run's wall time, the contenders in turns after one warm-up each."""
     for fn in runs.values():
@@ -245,8 +280,13 @@ def main(args):
         with warnings.catch_warnings():   # a solve at max_iter is counted, not printed
             warnings.simplefilter("ignore")
             check = untimed_check(builders, data, args.epochs)
-            times = interleaved({who: (lambda b=b: train(b(), data, args.epochs))
-                                 for who, b in builders.items()}, args.repeats)
+            runs = {who: (lambda b=b: train(b(), data, args.epochs))
+                    for who, b in builders.items()}
+            for who in ("deqlib anderson", "deqlib picard"):
+                s = check[who]["steps_per_batch"]
+                runs[f"{who}: maps and VJPs only"] = maps_only(
+                    builders[who](), data, args.epochs, s["forward"], s["backward"])
+            times = interleaved(runs, args.repeats)
         medians = {who: statistics.median(t) for who, t in times.items()}
         ratios = {}
         for pair, (ours, theirs) in PAIRS.items():
@@ -264,12 +304,21 @@ def main(args):
         print(f"\n{type(layer).__name__} ({name}): {args.epochs} epochs of "
               f"{len(data.X_train)} images in batches of {BATCH}; medians of {args.repeats}")
         for who, t in times.items():
+            if who not in check:
+                print(f"  {who:37} {medians[who]:6.3f} s (min {min(t):.3f}, max {max(t):.3f})")
+                continue
             s, c = check[who]["steps_per_batch"], check[who]
             gap = c["max_parameter_difference_from_deqlib_anderson"]
-            print(f"  {who:31} {medians[who]:6.3f} s (min {min(t):.3f}, max {max(t):.3f})  "
+            print(f"  {who:37} {medians[who]:6.3f} s (min {min(t):.3f}, max {max(t):.3f})  "
                   f"steps/batch fwd {s['forward']:5.1f} bwd {s['backward']:5.1f}  "
                   f"test acc {c['test_acc']:.4f}  Δθ {gap:.1e}")
+        for who in ("deqlib anderson", "deqlib picard"):
+            floor = medians[f"{who}: maps and VJPs only"]
+            ratios[f"{who} / its maps and VJPs only"] = {"median_ratio": medians[who] / floor}
         for pair, r in ratios.items():
+            if "per_round_min" not in r:
+                print(f"  {pair:61} {r['median_ratio']:.3f}")
+                continue
             print(f"  ratio deqlib/torchdeq, {pair:38} {r['median_ratio']:.3f} "
                   f"(per round {r['per_round_min']:.3f} to {r['per_round_max']:.3f})")
     path = save(args.out, results, "cpu")
