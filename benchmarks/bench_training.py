@@ -1,6 +1,6 @@
 """Training end to end: deqlib's DEQ layers against the same maps wrapped by torchdeq 0.1.0.
 
-Models (chapter 4's, on the embedded digits, 1,437 training and 360 test images of 8 × 8):
+Models (chapter 4's, on the embedded digits, 1,347 training and 450 test images of 8 × 8):
 ``deqlib.TanhDEQ(64, 32, 10, tol=1e-4)`` (Anderson, relative tolerance 1e-4, max_iter 100,
 implicit backward with the same solver, tolerance and max_iter) and
 ``deqlib.ConvDEQ((8, 8), 10, channels=8, pool=4)`` (Anderson, tol 1e-4, max_iter 50, the same
@@ -19,7 +19,12 @@ readout. torchdeq's Anderson runs at its defaults (m = 6, λ = 1e-4), deqlib's a
 (memory 12, a mixing step every 6 steps): the same named solver, tolerance, stopping rule and
 implicit backward, each library's own Anderson (benchmarks/bench_solvers.py compares those).
 
-Both contenders train in turns (interleaved, so that the noise of a shared machine hits both
+Contenders: deqlib's Anderson against torchdeq's at its defaults and at m = 5, λ = 1e-8
+(TUNED below), and deqlib's Picard against torchdeq's fixed_point_iter (the same iteration, so
+the same number of evaluations of f: the cleanest measure of what each library adds). And the
+floor: each deqlib run's evaluations of f and VJPs alone, without any solver (maps_only).
+
+All contenders train in turns (interleaved, so that the noise of a shared machine hits all
 alike), each run from the same initial weights; the medians of ``--repeats`` runs (and every
 run's time) go to results/training.json. An untimed run of each also counts the solver steps
 (forward and backward, per batch) and evaluates the test accuracy after training.
