@@ -68,7 +68,7 @@ grad they keep the graph of every step (unrolled backprop) and write their histo
 place.
 
 **Warnings** point at the user's line, also through :func:`solve`, a DEQ layer or a
-backward pass: :func:`warn_at_caller` skips every frame inside deqlib and torch.
+backward pass: ``warn_at_caller`` skips every frame inside deqlib and torch.
 
 **Cost.** A step is one evaluation of f plus the solver's own work. On a CPU that work is
 dominated by the fixed cost of each small tensor operation (a few µs each, against tens to

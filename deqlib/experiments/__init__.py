@@ -36,8 +36,8 @@ global matplotlib state.
 The package, one module per job: ``catalog`` (the models and defaults), ``store`` (keys, run
 files, :func:`load_runs`), ``provenance``, ``runner`` (:func:`run_experiment`,
 :func:`run_full_datasets`), ``tuning`` (:func:`tune_learning_rates`, :func:`paper_comparison`),
-``gd_gap``, ``reports`` (tables), ``figures`` and ``cli`` (:func:`main`); every public name is
-imported here.
+``gd_gap``, ``reports`` (tables), ``figures`` and ``cli`` (``main``, the command line); every
+public name is imported here.
 """
 
 from __future__ import annotations
