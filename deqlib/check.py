@@ -56,6 +56,11 @@ def _items(value: Any) -> list:
 
 def _tensor(value: Any, *, name: str) -> torch.Tensor:
     """``value`` (tensor, number, numpy array, or a nested sequence of them) as float64 on CPU."""
+    if isinstance(value, complex) or (
+            isinstance(value, torch.Tensor) and value.is_complex()) or (
+            hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "c"):
+        raise TypeError(f"{name} is complex; the checks compare real numbers: compare the real "
+                        "and imaginary parts (or the absolute values) separately")
     if isinstance(value, torch.Tensor):
         return value.detach().to(device="cpu", dtype=torch.float64)
     if _is_tensor_sequence(value):
@@ -91,12 +96,13 @@ def relative_difference(actual: Any, expected: Any) -> tuple[float, str]:
             f"shapes differ: actual {tuple(a.shape)} vs expected {tuple(e.shape)}; "
             "compare values of the same shape"
         )
-    gap = torch.linalg.vector_norm((a - e).reshape(-1)).item()
-    scale = torch.linalg.vector_norm(e.reshape(-1)).item()
     if torch.isnan(a).any() or torch.isnan(e).any():
         return math.nan, "relative"
-    if scale == 0.0:
-        return gap, "absolute"
+    # equal entries differ by 0, equal infinities included (inf − inf would be NaN)
+    gap = torch.linalg.vector_norm(torch.where(a == e, 0.0, a - e).reshape(-1)).item()
+    scale = torch.linalg.vector_norm(e.reshape(-1)).item()
+    if scale == 0.0 or math.isinf(gap):
+        return gap, "absolute" if scale == 0.0 else "relative"
     return gap / scale, "relative"
 
 
@@ -180,7 +186,8 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
     else:
         line = f"{_prefix(what)}{vw:.4g} {op} {bw:.4g} ({_margin(vw, bw)})"
     print(line)
-    allowed = bw + sign * rtol * abs(bw)
+    # an infinite bound allows every finite value (0·∞ would make the slack NaN)
+    allowed = bw + sign * rtol * abs(bw) if rtol and math.isfinite(bw) else bw
     if not sign * (vw - allowed) <= 0:
         raise AssertionError(
             f"{line}: {vw!r} is not {op} {bw!r}"

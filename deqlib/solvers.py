@@ -262,7 +262,17 @@ class _Map:
                 self.computes_in, self.autocast = low, True
 
     def __call__(self, z: Tensor, step: int) -> Tensor:
+        # Tensor._version counts in-place writes (autograd's own check uses it); a map that
+        # writes into its input would make the residual f(z) − z meaningless (0 for
+        # z ↦ z.mul_(0.5).add_(1), "converged" at the wrong point). Where a torch lacks the
+        # counter the check is skipped, never guessed.
+        version = getattr(z, "_version", None)
         fz = self.f(z if self.flat else z.view(self.shape))
+        if version is not None and z._version != version:
+            raise ValueError(
+                f"{self.method}: f modified its input in place at step {step} (e.g. z.mul_ or "
+                "z += ...), so the residual f(z) − z means nothing; write f without in-place "
+                "operations on z (z * 0.5 + 1, not z.mul_(0.5).add_(1))")
         if not isinstance(fz, Tensor) or fz.shape != self.shape:
             got = tuple(fz.shape) if isinstance(fz, Tensor) else type(fz).__name__
             raise ValueError(f"{self.method}: f must return a tensor of z's shape "

@@ -209,20 +209,31 @@ def fit(model: nn.Module, data: Dataset, *, loss: str = "cross_entropy", optimiz
 
     def record(epoch: int) -> None:
         model.eval()
-        tr_loss, tr_acc = _evaluate_mean(model, data.X_train, data.y_train, criterion,
-                                         eval_batch_size)
-        te_loss, te_acc = _evaluate_mean(model, data.X_test, data.y_test, criterion,
-                                         eval_batch_size)
-        row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc,
-               "test_loss": te_loss, "test_acc": te_acc, "time": elapsed}
-        if callback is not None:
-            extra = callback(model)
-            if not isinstance(extra, dict):
-                raise TypeError(f"callback(model) must return a dict of numbers to record; it "
-                                f"returned {type(extra).__name__}")
-            row.update(extra)
+        try:   # an interrupt or an error during evaluation must not leave the model in eval()
+            tr_loss, tr_acc = _evaluate_mean(model, data.X_train, data.y_train, criterion,
+                                             eval_batch_size)
+            te_loss, te_acc = _evaluate_mean(model, data.X_test, data.y_test, criterion,
+                                             eval_batch_size)
+            row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc,
+                   "test_loss": te_loss, "test_acc": te_acc, "time": elapsed}
+            if callback is not None:
+                extra = callback(model)
+                if not isinstance(extra, dict):
+                    raise TypeError(f"callback(model) must return a dict of numbers to record; "
+                                    f"it returned {type(extra).__name__}")
+                taken = sorted(set(extra) & set(row))
+                if taken:
+                    raise ValueError(f"callback(model) returned {taken}, which fit records "
+                                     "itself; give the callback's values other names")
+                row.update(extra)
+        finally:
+            model.train()
+        if epoch and not (math.isfinite(tr_loss) and math.isfinite(te_loss)):
+            raise FloatingPointError(
+                f"the training loss became {tr_loss} (test loss {te_loss}) after epoch {epoch} "
+                f"with lr={lr}. The data were checked finite before training, so the steps are "
+                "too large: lower the learning rate")
         history.rows.append(row)
-        model.train()
 
     bar = None
     if progress:

@@ -161,3 +161,25 @@ def test_at_most_prints_a_rounding_level_value_as_its_bound(capsys):
     assert printed(capsys) == "residual: 2e-13 ≤ 1e-12 (ratio 0.2)"
     with pytest.raises(AssertionError):
         check.at_most(2e-12, 1e-12)
+
+
+def test_infinite_bounds_and_values_give_the_true_verdict(capsys):
+    check.at_most(1.0, float("inf"))          # used to raise: 0·∞ made the slack NaN
+    check.at_least(1.0, float("-inf"))
+    check.at_most(1.0, float("inf"), rtol=1e-3)
+    check.close(torch.tensor([float("inf"), 1.0]), torch.tensor([float("inf"), 1.0]), tol=1e-9)
+    assert "relative difference ≤" in printed(capsys).splitlines()[-1]
+    with pytest.raises(AssertionError, match="exceeds"):
+        check.close(torch.tensor([float("inf")]), torch.tensor([1.0]), tol=1e-9)
+    with pytest.raises(AssertionError, match="exceeds"):
+        check.close(torch.tensor([1.0]), torch.tensor([float("inf")]), tol=1e-9)
+
+
+def test_complex_values_are_refused_not_cast():
+    # torch.tensor(1+5j) against 1+0j used to pass, the imaginary part silently dropped
+    with pytest.raises(TypeError, match="complex"):
+        check.close(torch.tensor(1 + 5j), torch.tensor(1 + 0j), tol=1e-6)
+    with pytest.raises(TypeError, match="complex"):
+        check.at_most(1 + 1j, 2.0)
+    with pytest.raises(TypeError, match="complex"):
+        check.close(np.array([1 + 1j]), np.array([1.0]), tol=1e-6)

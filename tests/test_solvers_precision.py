@@ -152,3 +152,12 @@ def test_stall_none_runs_exactly_max_iter_steps_and_a_bad_stall_is_refused():
     for bad, error in ((0, ValueError), (2.5, TypeError)):
         with pytest.raises(error, match="stall"):
             deqlib.solve(f, z0, stall=bad)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_map_that_writes_into_its_input_is_refused(method):
+    # it used to "converge" at step 1 with residual 0 at z = 1 (the fixed point is 2)
+    with pytest.raises(ValueError, match="modified its input in place at step 1"):
+        deqlib.solve(lambda z: z.mul_(0.5).add_(1), torch.zeros(3, 4), method=method)
+    with pytest.raises(ValueError, match="in place"):
+        deqlib.solve(lambda z: z.mul_(0.5) + 1, torch.zeros(3, 4, 2), method=method)

@@ -150,3 +150,27 @@ def test_resolve_device_passes_explicit_devices_through():
     expected = ("cuda" if torch.cuda.is_available() else
                 "mps" if torch.backends.mps.is_available() else "cpu")
     assert resolve_device("auto").type == expected
+
+
+def test_divergence_in_the_last_step_is_raised_not_recorded():
+    # the last step's loss is only seen by the evaluation after it: lr=1e6 used to end in inf
+    small = data.load("digits", train_size=200, test_size=50)
+    with pytest.raises(FloatingPointError, match="after epoch .* lower the learning rate"):
+        fit(LinearModel(64, 10), small, lr=1e6, loss="square", epochs=3, progress=False)
+
+
+def test_an_interrupted_evaluation_leaves_the_model_in_training_mode(digits):
+    model = nn.Sequential(nn.Linear(64, 10), nn.Dropout(0.5))
+
+    def interrupt(m):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, digits, epochs=1, progress=False, callback=interrupt)
+    assert model.training
+
+
+def test_a_callback_may_not_overwrite_what_fit_records(digits):
+    with pytest.raises(ValueError, match=r"\['epoch', 'train_loss'\].*other names"):
+        fit(LinearModel(64, 10), digits, epochs=1, progress=False,
+            callback=lambda m: {"train_loss": 0.0, "epoch": 99})
