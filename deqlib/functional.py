@@ -323,14 +323,22 @@ class _DELMClosedForm(torch.autograd.Function):
     def forward(ctx, Phi, A, B, gamma, delta):
         C, N, L = _factor(A, gamma, delta)
         V = torch.cholesky_solve(B.mT, L)  # (m, m_y) = U Bᵀ
-        ctx.save_for_backward(Phi, A, C, N, L, V)
+        ctx.save_for_backward(Phi, A, B, C, N, L, V)
         ctx.gamma, ctx.delta = gamma, delta
         return Phi @ V
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        Phi, A, C, N, L, V = ctx.saved_tensors
+        Phi, A, B, C, N, L, V = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True (a gradient penalty, a Hessian): the formulas below are not
+            # themselves differentiated, so differentiate the same map written in plain
+            # autograd operations instead; its gradients carry their own graph.
+            out = Phi @ torch.cholesky_solve(B.mT, _factor(A, ctx.gamma, ctx.delta)[2])
+            wanted = [t for t, need in zip((Phi, A, B), ctx.needs_input_grad[:3]) if need]
+            grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True))
+            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:3]),
+                    None, None)
         grad_Phi = grad_out @ V.mT if ctx.needs_input_grad[0] else None
         grad_A = grad_B = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:

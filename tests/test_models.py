@@ -304,3 +304,18 @@ def test_initialisation_is_reproducible_and_has_variance_one_over_m():
         assert abs(var - target) < 5 * sd, (
             f"var({name}) = {var:.4e}, expected {target:.4e} ± {5 * sd:.1e}"
         )
+
+
+def test_closed_form_second_derivatives_match_finite_differences():
+    """A gradient penalty or a Hessian through the closed form: its first-order backward is
+    written by hand, and create_graph=True used to drop the second-order term silently
+    (hessian returned zeros). gradgradcheck compares with finite differences in float64."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    A = (0.5 * torch.randn(4, 4, dtype=torch.float64, generator=g)).requires_grad_()
+    B = torch.randn(2, 4, dtype=torch.float64, generator=g).requires_grad_()
+    closed_form = lambda x, A, B: F.deep_equilibrium_linear(x, A, B, 0.8, 1e-6)
+    assert torch.autograd.gradgradcheck(closed_form, (x, A, B))
+    hessian = torch.autograd.functional.hessian(
+        lambda x: closed_form(x, A, B).square().sum(), x.detach())
+    assert hessian.abs().max() > 0
