@@ -383,6 +383,14 @@ class _Rule:
     def nonfinite(self, step: int, z: Tensor, fz: Tensor):
         """Raise the FloatingPointError that says why a residual is not finite."""
         method, dtype = self.method, z.dtype
+        first = next((i + 1 for i, v in enumerate(self.trace) if not math.isfinite(v)), step)
+        if first < step:   # read with check_every > 1: the first step whose residual was not
+            step = first   # finite is where f (or the solver) produced it
+            if method == "picard" or not torch.isfinite(fz).all():
+                raise FloatingPointError(
+                    f"{method}: f returned NaN or Inf at step {step} (found at step "
+                    f"{len(self.trace)}, check_every={self.check_every}): f is undefined or "
+                    "overflows there. Check that the map has a fixed point near z0, or damp it.")
         if not torch.isfinite(z).all():   # the safeguards exist so that this never happens
             raise FloatingPointError(
                 f"{method}: its own iterate became NaN or Inf at step {step}, although f's "

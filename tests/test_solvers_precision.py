@@ -161,3 +161,17 @@ def test_a_map_that_writes_into_its_input_is_refused(method):
         deqlib.solve(lambda z: z.mul_(0.5).add_(1), torch.zeros(3, 4), method=method)
     with pytest.raises(ValueError, match="in place"):
         deqlib.solve(lambda z: z.mul_(0.5) + 1, torch.zeros(3, 4, 2), method=method)
+
+
+def test_nan_from_f_read_every_few_steps_names_f_and_the_first_step():
+    # with check_every=10, a NaN from f at step 3 used to be reported at step 10 as the
+    # solver's own mixing weights overflowing (Picard has none)
+    calls = []
+
+    def f(z):
+        calls.append(1)
+        return z * 0.5 + (float("nan") if len(calls) == 3 else 1.0)
+
+    with pytest.raises(FloatingPointError, match=r"picard: f returned NaN or Inf at step 3 "
+                                                 r"\(found at step 10, check_every=10\)"):
+        deqlib.solve(f, torch.zeros(2, 3), method="picard", check_every=10, max_iter=50)
