@@ -27,6 +27,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import numbers
 import os
 import pickle
 import shutil
@@ -536,6 +537,11 @@ def load(name: str = "digits", *, root: str | Path | None = None, download: bool
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch dtype such as torch.float32; got "
                          f"{dtype!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer >= 0 (it draws the subsets); got "
+                        f"seed={seed!r} of type {type(seed).__name__}")   # 1.7 was used as 1
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got seed={seed!r}")
     g = torch.Generator().manual_seed(int(seed))
     if key == "digits":
         from sklearn.datasets import load_digits

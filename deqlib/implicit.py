@@ -449,12 +449,19 @@ class DEQ(nn.Module):
         )
         self.callback = callback
         if z_shape is not None:
+            if isinstance(z_shape, numbers.Integral) and not isinstance(z_shape, bool):
+                z_shape = (z_shape,)            # DEQ(z_shape=4): one dimension
+            if isinstance(z_shape, (str, bytes)) or not hasattr(z_shape, "__iter__"):
+                raise TypeError(f"z_shape must be a sequence of positive integers (the shape "
+                                f"without the batch dimension); got z_shape={z_shape!r}")
             z_shape = tuple(z_shape)
-            if not all(isinstance(n, int) and n >= 1 for n in z_shape):
+            if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
+                       for n in z_shape):
                 raise ValueError(
                     f"z_shape must be positive integers (without the batch "
                     f"dimension); got z_shape={z_shape!r}"
                 )
+            z_shape = tuple(int(n) for n in z_shape)   # numpy integers as ints
         self.z_shape = z_shape
 
     def extra_repr(self) -> str:

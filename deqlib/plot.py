@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import numbers
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -148,8 +149,11 @@ def subplots(
     side-by-side panels stay legible at the page's width.
     """
     for name, value in (("nrows", nrows), ("ncols", ncols)):
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be a positive integer; got {name}={value!r}")
+        if value < 1:
             raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
+    nrows, ncols = int(nrows), int(ncols)   # numpy integers too
     if figsize is None:
         width, height = STYLE["figure.figsize"]
         figsize = (

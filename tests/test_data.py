@@ -393,3 +393,12 @@ def test_a_damaged_mnist10k_file_is_named_never_loaded(tmp_path, npm_serving, da
         data.load("mnist10k", root=root)
     assert str(path) in str(err.value) and "download=True" in str(err.value)
     assert "allow_pickle" not in str(err.value)
+
+
+def test_a_fractional_or_negative_seed_is_refused_not_truncated():
+    # seed=1.7 used to draw with seed 1, silently
+    with pytest.raises(TypeError, match="seed=1.7"):
+        data.load("digits", train_size=10, seed=1.7)
+    with pytest.raises(ValueError, match="seed"):
+        data.load("digits", seed=-1)
+    assert len(data.load("digits", train_size=10, seed=np.int64(3)).X_train) == 10

@@ -529,3 +529,15 @@ def test_saved_bytes_count_only_what_the_returned_graph_keeps():
 
     assert [saved_tensor_bytes(fn) for _ in range(3)] == [8000] * 3
     assert saved_tensor_bytes(lambda: None) == 0
+
+
+def test_z_shape_takes_numpy_integers_and_one_integer_and_refuses_nonsense():
+    import numpy as np
+
+    f = lambda z, x: torch.tanh(0.5 * z + x.sum(1, keepdim=True))
+    assert DEQ(f, z_shape=(np.int64(4),)).z_shape == (4,)
+    assert DEQ(f, z_shape=4).z_shape == (4,)
+    for bad, error in (((0,), ValueError), ((2.0,), ValueError), ("4", TypeError),
+                       ((True,), ValueError)):
+        with pytest.raises(error, match="z_shape"):
+            DEQ(f, z_shape=bad)

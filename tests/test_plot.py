@@ -145,3 +145,14 @@ def test_color_reads_the_first_word_of_a_label():
     assert plot.color("Anderson (p = 5)") == plot.PALETTE["anderson"]
     assert plot.color("one-step backward") == plot.PALETTE["one_step"]
     assert plot.color("something else") is None
+
+
+def test_subplots_take_numpy_integers_and_refuse_floats():
+    import numpy as np
+
+    fig, axes = plot.subplots(np.int64(1), np.int64(2))
+    assert len(axes) == 2
+    with pytest.raises(TypeError, match="nrows"):
+        plot.subplots(1.5)
+    with pytest.raises(ValueError, match="ncols"):
+        plot.subplots(1, 0)
