@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -60,12 +61,21 @@ __all__ = [
 _FROM_FUNCTIONAL = (LOSSES, sigma, equilibrium_matrix, end_to_end, delm_gradients)
 
 
+def _check_finite(name: str, t: Tensor) -> None:
+    bad = int((~torch.isfinite(t)).sum()) if t.is_floating_point() else 0
+    if bad:
+        raise ValueError(f"{name} holds {bad} NaN or Inf value(s); the quantities of the "
+                         "theorems are defined for finite data only: clean or drop them")
+
+
 def _check_data(Phi: Tensor, Y: Tensor, *, m: int | None = None, m_y: int | None = None) -> None:
     """Φ (m, n) and Y (m_y, n), features and targets as columns."""
     for name, t in (("Phi", Phi), ("Y", Y)):
         if not isinstance(t, Tensor) or t.dim() != 2:
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"{name} must be a matrix with one column per sample; got {got}")
+    for name, t in (("Phi", Phi), ("Y", Y)):
+        _check_finite(name, t)
     if Phi.shape[1] != Y.shape[1]:
         raise ValueError(
             f"Phi (m×n) and Y (m_y×n) must have one column per sample each; got "
@@ -123,9 +133,17 @@ def pl_constant_square(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
 
     λ⁺_min is the smallest eigenvalue above ``rtol`` · λ_max (default: m · eps).
     """
+    if not isinstance(Phi, Tensor) or Phi.dim() != 2 or Phi.numel() == 0:
+        got = tuple(Phi.shape) if isinstance(Phi, Tensor) else type(Phi).__name__
+        raise ValueError(f"Phi must be a non-empty matrix, features as columns; got {got}")
+    _check_finite("Phi", Phi)
     eig = torch.linalg.eigvalsh(Phi @ Phi.T)
     rtol = Phi.shape[0] * torch.finfo(Phi.dtype).eps if rtol is None else rtol
-    return 2 * eig[eig > rtol * eig.max()].min()
+    positive = eig[eig > rtol * eig.max()]
+    if positive.numel() == 0:
+        raise ValueError("Phi is zero (to rounding): ΦΦᵀ has no positive eigenvalue, so no PL "
+                         "constant exists (every W gives the same loss)")
+    return 2 * positive.min()
 
 
 # --- the shallow objective
@@ -347,6 +365,11 @@ def gradient_flow(
         lam = torch.linalg.eigvalsh(preconditioner(A, B, gamma, delta))[0].item()
         smin = s_min_U_squared(A, gamma, delta).item()
         gap = L.item() - optimum
+        if not math.isfinite(gap):
+            raise FloatingPointError(
+                f"the loss became {L.item()} at step {k} (t = {eta * k:g}) with eta={eta:g}: the "
+                "step is above gradient descent's stability limit, so the steps do not follow "
+                "the gradient flow; take a smaller eta")
         gap0 = gap if gap0 is None else gap0
         if k % record_every == 0 or k == steps:
             t = eta * k
@@ -368,6 +391,13 @@ def gradient_flow(
         A = A - eta * gA
         B = B - eta * gB
     rec.A, rec.B = A, B
+    if max(rec.loss) > rec.loss[0] + 1e-3 * abs(rec.loss[0]):
+        # gradient flow never increases the loss; steps that do are not following it
+        warnings.warn(
+            f"the loss rose from {rec.loss[0]:.4g} to {max(rec.loss):.4g} along the run with "
+            f"eta={eta:g}: the step is too large for gradient descent to follow the gradient "
+            "flow, and the flow's bound does not describe these steps; take a smaller eta",
+            RuntimeWarning, stacklevel=2)
     return rec
 
 
@@ -468,6 +498,8 @@ def solve_trust_region(
             f"H {tuple(H.shape)}, Q {tuple(Q.shape)}"
         )
     radius = float(radius)
+    for name, t in (("g", g), ("H", H), ("Q", Q)):
+        _check_finite(name, t)
     L, info = torch.linalg.cholesky_ex(Q)
     if info.item() != 0:
         raise ValueError(

@@ -2,6 +2,7 @@
 Newton relation against an independent solver, and the quantities they use."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -305,3 +306,33 @@ def test_trust_region_solver_rejects_bad_shapes_and_an_indefinite_norm():
         T.solve_trust_region(g, H[:2, :2], Q, 1.0)
     with pytest.raises(ValueError, match="Q must be symmetric positive definite"):
         T.solve_trust_region(g, H, -Q, 1.0)
+
+
+def test_a_step_above_the_stability_limit_is_refused_or_warned_never_silent():
+    g = torch.Generator().manual_seed(0)
+    Phi = torch.randn(3, 20, generator=g, dtype=torch.float64)
+    Y = torch.randn(2, 20, generator=g, dtype=torch.float64)
+    A0 = torch.randn(3, 3, generator=g, dtype=torch.float64) / 3
+    B0 = torch.randn(2, 3, generator=g, dtype=torch.float64) / 3
+    # eta=10 went from loss 112 to 1.5e138 with the bound "violated" and no word
+    with pytest.warns(RuntimeWarning, match="loss rose .* eta=1: .* smaller eta"):
+        T.gradient_flow(A0, B0, Phi, Y, eta=1.0, steps=3)
+    with pytest.raises((FloatingPointError, ValueError), match="eta=10|learning rate"):
+        T.gradient_flow(A0, B0, Phi, Y, eta=10.0, steps=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T.gradient_flow(A0, B0, Phi, Y, eta=1e-3, steps=50)   # a small step: no warning
+
+
+def test_theory_quantities_refuse_non_finite_and_zero_data():
+    g, H, Q = torch.tensor([float("inf"), 1.0, 1.0]), torch.eye(3), torch.eye(3)
+    with pytest.raises(ValueError, match="g holds 1 NaN or Inf"):
+        T.solve_trust_region(g, H, Q, 1.0)
+    with pytest.raises(ValueError, match="no PL constant"):
+        T.pl_constant_square(torch.zeros(3, 5, dtype=torch.float64))
+    Phi = torch.randn(3, 5, dtype=torch.float64)
+    Phi[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="Phi holds 1 NaN"):
+        T.pl_constant_square(Phi)
+    with pytest.raises(ValueError, match="Phi holds 1 NaN"):
+        T.optimum_square_loss(Phi, torch.zeros(2, 5, dtype=torch.float64))
