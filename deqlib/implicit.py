@@ -29,7 +29,9 @@ Backward modes of :class:`DEQ`:
 
 from __future__ import annotations
 
+import functools
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -239,8 +241,27 @@ def _tensors(x) -> list[Tensor]:
 
 
 def _functorch_active() -> bool:
+    """Whether a torch.func transform is running, through torch's (private) interpreter stack.
+
+    torch has no public way to ask. Where a torch lacks the function, the guard cannot work,
+    and that is said once (:func:`_no_functorch_guard`) instead of switching it off silently:
+    a DEQ inside torch.func then fails with torch's own, less clear, error.
+    """
     peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
-    return peek is not None and peek() is not None
+    if peek is None:
+        _no_functorch_guard()
+        return False
+    return peek() is not None
+
+
+@functools.cache
+def _no_functorch_guard() -> None:
+    warnings.warn(
+        "deqlib cannot tell whether a torch.func transform is running on this torch "
+        f"({torch.__version__}: torch._C._functorch.peek_interpreter_stack is gone), so a DEQ "
+        "called inside torch.func.grad/vmap fails with torch's error instead of deqlib's. "
+        "Differentiate DEQs with torch.autograd.grad or .backward().", RuntimeWarning,
+        stacklevel=4)
 
 
 def _depends_on_other_than(out: Tensor, leaf: Tensor) -> bool:

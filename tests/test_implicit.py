@@ -541,3 +541,19 @@ def test_z_shape_takes_numpy_integers_and_one_integer_and_refuses_nonsense():
                        ((True,), ValueError)):
         with pytest.raises(error, match="z_shape"):
             DEQ(f, z_shape=bad)
+
+
+def test_without_torchs_interpreter_stack_the_functorch_guard_says_it_is_off(monkeypatch):
+    # a private torch function: where it is gone, the guard cannot work, and deqlib says so once
+    import deqlib.implicit as implicit
+
+    monkeypatch.delattr(torch._C._functorch, "peek_interpreter_stack")
+    implicit._no_functorch_guard.cache_clear()
+    W, inj = problem(1, norm=0.9)
+    deq = DEQ(f_tanh, tol=1e-10, max_iter=200)
+    with pytest.warns(RuntimeWarning, match="cannot tell whether a torch.func transform"):
+        deq((W, inj), torch.zeros_like(inj))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deq((W, inj), torch.zeros_like(inj))      # said once, not at every call
+    implicit._no_functorch_guard.cache_clear()
