@@ -76,7 +76,11 @@ class History:
     rows: list[dict] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> list:
-        """The column ``key`` over epochs, e.g. ``history["test_acc"]``."""
+        """The column ``key`` over epochs, e.g. ``history["test_acc"]``. A column no row has
+        raises KeyError naming the ones there are (a misspelt key used to give Nones)."""
+        if self.rows and not any(key in row for row in self.rows):
+            columns = sorted({k for row in self.rows for k in row})
+            raise KeyError(f"no column {key!r} in this history; it has {columns}")
         return [row.get(key) for row in self.rows]
 
     def __len__(self) -> int:

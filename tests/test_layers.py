@@ -78,6 +78,10 @@ def test_tanh_deq_keeps_w_z_within_its_bound():
         model.W_z.mul_(50)
     norm = torch.linalg.matrix_norm(model.effective_W_z(), ord=2).item()
     assert norm <= 0.7 + 1e-5, f"‖W_z‖₂ = {norm:.6f} > 0.7"
+    # the rescaling, not any matrix within the bound (zeros would pass the line above)
+    raw = model.W_z.detach()
+    expected = raw * (0.7 / torch.linalg.matrix_norm(raw, ord=2))
+    torch.testing.assert_close(model.effective_W_z().detach(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_tanh_deq_gradient_passes_gradcheck():

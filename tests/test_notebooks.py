@@ -11,13 +11,15 @@ import re
 import pytest
 from conftest import BOOK, CHAPTERS, LINE_LENGTH, NOTEBOOKS, load_notebook, load_script
 
-pytestmark = pytest.mark.book
+# Static checks of the stored JSON (fast): part of the library's tests, so `make test-lib` runs
+# them. Only the test that starts a kernel is marked `book`.
 
 SHORT, LONG, LONG_SHARE = 15, 25, 0.05
 #: A cell whose last line is one of these shows a figure (or should).
 FIGURE_CALL = re.compile(
     r"^(deqlib\.)?plot\.(lines|semilogy|residual_plot|bars|image_grid)\(|"
-    r"^(deqlib\.)?diagrams\.\w+\(|^(fig|figure)$|plt\.show\(\)"
+    r"^(deqlib\.)?diagrams\.\w+\(|^(deqlib\.)?experiments\.plot_\w+\(|^(fig|figure)$|"
+    r"plt\.show\(\)"
 )
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
@@ -202,6 +204,7 @@ def test_chapter_has_an_exercise_the_reader_completes(path):
     assert solutions, f"{path.name}: the book's solution is not in a hide-input cell"
 
 
+@pytest.mark.book
 def test_a_cell_ending_with_a_deqlib_figure_stores_one_png_in_a_fresh_kernel(tmp_path):
     """The display path the figure convention relies on: executed as scripts/execute_notebooks.py
     executes the chapters, a cell that ends with a deqlib Figure stores exactly one PNG, with

@@ -174,3 +174,34 @@ def test_a_callback_may_not_overwrite_what_fit_records(digits):
     with pytest.raises(ValueError, match=r"\['epoch', 'train_loss'\].*other names"):
         fit(LinearModel(64, 10), digits, epochs=1, progress=False,
             callback=lambda m: {"train_loss": 0.0, "epoch": 99})
+
+
+def test_the_recorded_metrics_are_those_of_the_right_sets(digits):
+    """fit's test_* columns are an evaluation on X_test and train_* on X_train (a fit that
+    evaluated the training set as "test" would pass a test that only checks the loss falls)."""
+    model = LinearModel(64, 10, generator=torch.Generator().manual_seed(0))
+    history = fit(model, digits, lr=0.5, epochs=2, batch_size=32, progress=False)
+    criterion = loss_fn("cross_entropy", num_classes=10)
+    with torch.no_grad():
+        for split in ("train", "test"):
+            X, y = getattr(digits, f"X_{split}"), getattr(digits, f"y_{split}")
+            out = model(X)
+            assert abs(history.last[f"{split}_loss"] - criterion(out, y).item()) < 1e-5
+            assert history.last[f"{split}_acc"] == (out.argmax(1) == y).sum().item() / len(y)
+    assert history.last["train_acc"] != history.last["test_acc"]
+
+
+def test_a_misspelt_history_column_raises_naming_the_columns(digits):
+    history = fit(LinearModel(64, 10), digits, epochs=1, progress=False)
+    with pytest.raises(KeyError, match="no column 'test_accuracy'.*'test_acc'"):
+        history["test_accuracy"]
+
+
+def test_auto_device_prefers_cuda_then_mps(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
