@@ -36,6 +36,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .validate import positive_real
+
 __all__ = ["jacobian_penalty", "MonotoneLinear", "REDUCTIONS"]
 
 #: How :func:`jacobian_penalty` combines the per-sample estimates.
@@ -251,15 +253,8 @@ class MonotoneLinear(nn.Module):
             raise ValueError(
                 f"the injection v must have shape (batch, {self.width}); got {got}"
             )
-        alpha = self.step_size() if alpha is None else alpha
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, numbers.Real)
-            or not 0 < alpha < math.inf
-        ):
-            raise ValueError(
-                f"alpha (the splitting step) must be a positive finite number; got alpha={alpha!r}"
-            )
+        alpha = self.step_size() if alpha is None else positive_real(
+            "alpha", alpha, "the splitting step")
         with torch.no_grad():
             W = self.weight().detach()
         v = v.detach()

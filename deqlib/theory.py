@@ -36,6 +36,7 @@ from .functional import (
     equilibrium_matrix,
     sigma,
 )
+from .validate import positive_real
 
 __all__ = [
     "shallow_loss",
@@ -480,15 +481,7 @@ def solve_trust_region(
     Returns:
         A tuple of the minimiser v and its KKT multiplier λ.
     """
-    if (
-        isinstance(radius, bool)
-        or not isinstance(radius, numbers.Real)
-        or not 0 < radius < math.inf
-    ):
-        raise ValueError(
-            f"radius must be a positive finite number (the trust region is the "
-            f"ellipsoid ‖v‖_Q ≤ radius); got radius={radius!r}"
-        )
+    radius = positive_real("radius", radius, "the trust region is the ellipsoid ‖v‖_Q ≤ radius")
     if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
         raise ValueError(f"iters must be an integer >= 1; got iters={iters!r}")
     d = g.numel()

@@ -263,7 +263,7 @@ def test_monotone_rejects_bad_dtypes_shapes_and_steps():
     with pytest.raises(ValueError, match=r"injection v must have shape \(batch, 4\)"):
         layer.splitting_map(torch.zeros(4))
     for alpha in (0.0, -0.1, float("inf")):
-        with pytest.raises(ValueError, match="alpha .* must be a positive finite number"):
+        with pytest.raises(ValueError, match="alpha must be a positive finite number"):
             layer.splitting_map(torch.zeros(2, 4), alpha)
 
 
@@ -271,3 +271,10 @@ def test_exported_from_the_package():
     assert deqlib.MonotoneLinear is MonotoneLinear
     assert deqlib.jacobian_penalty is jacobian_penalty
     assert "stability" in deqlib.__all__
+
+
+def test_a_splitting_step_that_is_not_a_number_is_a_type_error():
+    layer = MonotoneLinear(4)
+    for alpha in ("0.1", True, torch.tensor(0.1)):
+        with pytest.raises(TypeError, match="alpha must be a positive finite number"):
+            layer.splitting_map(torch.zeros(2, 4), alpha)
