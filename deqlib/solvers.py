@@ -430,11 +430,12 @@ class _Rule:
                           else "" if computes_in == z.dtype else " (f returns it)")
                 why = (f"stopped at step {steps}: its residual stopped falling at "
                        f"{self.best:.1e} ({self.stop}), above tol={self.tol:.0e}, and has not "
-                       f"fallen in {self.stall_steps} steps. That is the round-off of {precision}"
-                       f"{within}, whose machine epsilon is {torch.finfo(computes_in).eps:.1e}: "
-                       f"a tol below it cannot be met. Use tol >= "
-                       f"{10 ** math.ceil(math.log10(self.best)):.0e}, or compute f in a "
-                       "more precise dtype.")
+                       f"fallen in {self.stall_steps} steps. That is the level of the round-off "
+                       f"of {precision}{within}, whose machine epsilon is "
+                       f"{torch.finfo(computes_in).eps:.1e}: a tol below it cannot be met. Use "
+                       f"tol >= {10 ** math.ceil(math.log10(self.best)):.0e}, or compute f in "
+                       "a more precise dtype (or, if f's own round-off is far below this level, the "
+                       "solver has stagnated: try another method).")
             elif diverged:
                 why = (f"diverging: the largest residual grew to {last:.3e} ({self.stop}) at "
                        f"step {steps}. The map is probably expanding near z0 (not a "
