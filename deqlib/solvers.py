@@ -434,8 +434,8 @@ class _Rule:
                        f"of {precision}{within}, whose machine epsilon is "
                        f"{torch.finfo(computes_in).eps:.1e}: a tol below it cannot be met. Use "
                        f"tol >= {10 ** math.ceil(math.log10(self.best)):.0e}, or compute f in "
-                       "a more precise dtype (or, if f's own round-off is far below this level, the "
-                       "solver has stagnated: try another method).")
+                       "a more precise dtype (or, if f's own round-off is far below this "
+                       "level, the solver has stagnated: try another method).")
             elif diverged:
                 why = (f"diverging: the largest residual grew to {last:.3e} ({self.stop}) at "
                        f"step {steps}. The map is probably expanding near z0 (not a "
