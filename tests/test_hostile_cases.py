@@ -1026,7 +1026,9 @@ def test_N_E_corrupt_warning_via_tune(stored_run, tmp_path):
 def test_import_has_no_side_effects():
     """Cross-cutting 'import deqlib side effects': no pyplot, no backend resolved, and the same
     rcParams, default dtype, threads, grad mode, warning filters, environment and RNG states
-    (torch, numpy, Python) before and after the import."""
+    (torch, numpy, Python) before and after the import. And 'global matplotlib state': after
+    matplotlib.use('svg'), the book's figures and diagrams leave the backend svg, the rcParams
+    as they were and pyplot unimported."""
     script = r"""
 import os, random, sys, warnings
 import numpy as np, torch, matplotlib
@@ -1042,15 +1044,25 @@ names = ["rcParams", "dtype", "threads", "grad", "filters", "environ", "torch rn
          "python rng"]
 print([n for n, a, b in zip(names, before, after) if a != b])
 print("matplotlib.pyplot" in sys.modules)
+# global matplotlib state: a backend the user chose stays chosen through the book's figures
+matplotlib.use("svg")
+rc = state()[0]
+from deqlib import diagrams, plot
+plot.lines({"a": [1.0, 2.0]}); plot.bars({"a": 1.0}); plot.image_grid(torch.rand(4, 8, 8))
+diagrams.weight_tied_stack()
+print(dict.__getitem__(matplotlib.rcParams, "backend"), state()[0] == rc,
+      "matplotlib.pyplot" in sys.modules)
 """
     env = {**os.environ, "PYTHONPATH": str(Path(deqlib.__file__).parent.parent)}
     env.pop("MPLBACKEND", None)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    changed, pyplot = proc.stdout.split("\n")[:2]
+    changed, pyplot, figures = proc.stdout.split("\n")[:3]
     assert changed == "[]", f"import deqlib changed: {changed}"
     assert pyplot == "False", "import deqlib imported matplotlib.pyplot"
+    assert figures == "svg True False", \
+        f"after the figures (backend, rcParams unchanged, pyplot imported): {figures}"
 
 
 def test_layers_built_with_a_generator_are_deterministic_and_leave_the_global_rng():
