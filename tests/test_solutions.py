@@ -135,3 +135,34 @@ def test_ch01_exercise_3_both_starts_reach_one_point_where_rho_J_is_below_one():
     assert big.converged
     check.close(big.z[1], big.z[0], tol=1e-9)
     assert rho < 1
+
+
+def test_ch02_exercise_3_gram_singular_lambda_fixes_it_and_damping_adds_steps():
+    from deqlib.solutions import ch02
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            problem = deqlib.reference_tanh_problem(0.99)
+            rank, alpha, mixed, steps = ch02.exercise_3(problem)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    assert rank <= 3  # five residuals in R³: Γ is singular
+    assert torch.isfinite(alpha).all()
+    check.close(alpha.sum(), 1.0, tol=1e-9)
+    assert mixed < 1e-3  # "the mixed residual is small"
+    assert steps[1.0] < steps[0.5] < steps[0.2], steps  # each smaller β takes more steps
+
+
+def test_ch03_exercise_2_twenty_unrolled_steps_err_by_about_rho_to_the_20():
+    from deqlib.solutions import ch03
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            problem = deqlib.reference_tanh_problem(0.9)
+            weights = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
+            error = ch03.exercise_2(problem, weights)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    assert 0.9**20 / 3 < error < 3 * 0.9**20, error
