@@ -25,7 +25,8 @@ from deqlib import check
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "deqlib" / "solutions"
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
-INCLUDE = re.compile(r"```\{(literalinclude|include)\}\s+\.\./deqlib/solutions/(\S+)\n((?::.*\n)*)")
+INCLUDE = re.compile(
+    r"```\{(literalinclude|include)\}\s+\.\./deqlib/solutions/(\S+)\n((?::.*\n)*)")
 STUB = re.compile(r"def (\w+)\(.*\n(?:.*\n)*?\s+raise NotImplementedError")
 
 
