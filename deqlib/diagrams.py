@@ -303,10 +303,10 @@ def proof_at_a_glance() -> plot.BookFigure:
             "$\\Vert G\\Vert^2 \\geq 2\\mu(\\mathcal{L} - \\mathcal{L}^\\star)$", chapter6),
         5: ((50, 30), "5 · transfer\n$\\dot L \\leq -\\lambda_{\\min}(P_t)\\,\\Vert G\\Vert^2$",
             chapter6),
-        4: ((84, 30), "4 · energy identity\n"
-            "$\\dot L = -\\Vert\\nabla_{\\!A} L\\Vert^2 - \\Vert\\nabla_{\\!B} L\\Vert^2$", chapter6),
-        7: ((16, 10), "7 · Grönwall\n$u_T \\leq u_0\\, e^{-2\\mu\\int_0^T\\lambda_{\\min}(P_t)dt}$",
-            chapter6),
+        4: ((84, 30), "4 · energy identity\n$\\dot L = -\\Vert\\nabla_{\\!A} L\\Vert^2"
+            " - \\Vert\\nabla_{\\!B} L\\Vert^2$", chapter6),
+        7: ((16, 10), "7 · Grönwall\n"
+            "$u_T \\leq u_0\\, e^{-2\\mu\\int_0^T\\lambda_{\\min}(P_t)dt}$", chapter6),
         8: ((84, 10), "8 · surjectivity\n$\\inf_{A, B} L = \\mathcal{L}^\\star$", chapter5),
     }
     box = {k: _box(ax, xy, text, width=27, height=8.5, color=color, size=9.5)
@@ -316,8 +316,10 @@ def proof_at_a_glance() -> plot.BookFigure:
     for start, end in (("1", "2"), ("4", "5"), ("7", "T"), ("8", "T")):
         a = box[int(start)]
         b = theorem if end == "T" else box[int(end)]
-        left_to_right = a["right"][0] < b["left"][0]
-        _arrow(ax, a["right" if left_to_right else "left"], b["left" if left_to_right else "right"])
+        if a["right"][0] < b["left"][0]:
+            _arrow(ax, a["right"], b["left"])
+        else:
+            _arrow(ax, a["left"], b["right"])
     for start, end in ((2, 5), (6, 7)):
         _arrow(ax, box[start]["bottom"], box[end]["top"])
     _arrow(ax, (38, 25.2), (29.5, 14.8))  # from 5 down to 7
