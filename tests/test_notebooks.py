@@ -200,8 +200,12 @@ def test_chapter_has_an_exercise_the_reader_completes(path):
     assert "not done yet" in printed, (
         f"{path.name}: no check cell printed 'not done yet' for the stub"
     )
-    solutions = [c for c in cells if "hide-input" in c.get("metadata", {}).get("tags", [])]
-    assert solutions, f"{path.name}: the book's solution is not in a hide-input cell"
+    assert any("solution=" in source(c) for c in checks), (
+        f"{path.name}: no check.exercise(..., solution='chNN') runs the book's solution"
+    )
+    dropdowns = [c for c in nb["cells"] if c["cell_type"] == "markdown"
+                 and "../deqlib/solutions/" in source(c)]
+    assert dropdowns, f"{path.name}: no dropdown includes a solution from deqlib/solutions"
 
 
 @pytest.mark.book
