@@ -305,8 +305,8 @@ def proof_at_a_glance() -> plot.BookFigure:
             chapter6),
         4: ((84, 30), "4 · energy identity\n$\\dot L = -\\Vert\\nabla_{\\!A} L\\Vert^2"
             " - \\Vert\\nabla_{\\!B} L\\Vert^2$", chapter6),
-        7: ((16, 10), "7 · Grönwall\n"
-            "$u_T \\leq u_0\\, e^{-2\\mu\\int_0^T\\lambda_{\\min}(P_t)dt}$", chapter6),
+        7: ((16, 10), "7 · Grönwall\n$L_T - \\mathcal{L}^\\star \\leq (L_0 - \\mathcal{L}^\\star)"
+            "\\, e^{-2\\mu\\int_0^T\\lambda_{\\min}(P_t)dt}$", chapter6),
         8: ((84, 10), "8 · surjectivity\n$\\inf_{A, B} L = \\mathcal{L}^\\star$", chapter5),
     }
     box = {k: _box(ax, xy, text, width=27, height=8.5, color=color, size=9.5)
@@ -325,8 +325,8 @@ def proof_at_a_glance() -> plot.BookFigure:
     _arrow(ax, (38, 25.2), (29.5, 14.8))  # from 5 down to 7
     _arrow(ax, (72, 45.2), (63.5, 35.0))  # from 3 down to 5
     _arrow(ax, box[1]["top"], box[3]["top"], rad=-0.18)
-    ax.text(50, 0.5, "blue: proved in chapter 5    black: proved in chapter 6    "
-            "$u_t = L_t - \\mathcal{L}^\\star$", ha="center", fontsize=9.5, color=INK)
+    ax.text(50, 0.5, "blue: proved in chapter 5    black: proved in chapter 6", ha="center",
+            fontsize=9.5, color=INK)
     return fig
 
 
