@@ -322,21 +322,24 @@ def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6,
         yours = fn(*args, **kwargs)
     except NotImplementedError:
         _emit(f"not done yet ({name} raises NotImplementedError);", f"expected: {_show(expected)}")
-        if book is None:
-            return fn
-        verdict, detail = _verdict(book(*args, **kwargs), expected, tol)
-        if verdict != "✓":
-            raise AssertionError(f"the book's solution deqlib.solutions.{solution}.{name} fails "
-                                 f"its own check: {detail}")
-        _emit(f"the book's solution {verdict} ({detail});",
-              "the cells below use it until yours is done")
-        return book
+        return fn if book is None else _run_book_solution(book, args, kwargs, expected, tol)
     verdict, detail = _verdict(yours, expected, tol)
     parts = [f"yours: {_show(yours)}", f"expected: {_show(expected)}", verdict]
     if detail:
         parts[-1] += f" ({detail})"
     _emit(*parts)
     return fn
+
+
+def _run_book_solution(book: Callable, args, kwargs, expected: Any, tol: float) -> Callable:
+    """Check the book's solution as the reader's would be; it must pass."""
+    verdict, detail = _verdict(book(*args, **kwargs), expected, tol)
+    if verdict != "✓":
+        raise AssertionError(f"the book's solution {book.__module__}.{book.__name__} fails its "
+                             f"own check: {detail}")
+    _emit(f"the book's solution {verdict} ({detail});",
+          "the cells below use it until yours is done")
+    return book
 
 
 def _verdict(value: Any, expected: Any, tol: float) -> tuple[str, str]:

@@ -10,6 +10,8 @@ or the global rcParams.
   with nothing but z* kept between them.
 * :func:`delm_channels` (Part II): the deep equilibrium linear model, W = BU, with its
   A-channel (through σ(A), S and U) and its B-channel.
+* :func:`proof_at_a_glance` (Part II): the eight steps of the global convergence proof and
+  which step uses which.
 * :func:`trust_region` (Part II): level sets of a quadratic model, the trust region
   ‖v‖_Q ≤ Δ, the gradient step and the trust-region step, computed by
   :func:`deqlib.theory.solve_trust_region` on a 2-D problem.
@@ -24,7 +26,10 @@ from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
 
 from . import plot
 
-__all__ = ["weight_tied_stack", "forward_and_adjoint", "delm_channels", "trust_region"]
+__all__ = [
+    "weight_tied_stack", "forward_and_adjoint", "delm_channels", "proof_at_a_glance",
+    "trust_region",
+]
 
 FORWARD = plot.PALETTE["picard"]  # blue: the forward pass
 BACKWARD = plot.PALETTE["anderson"]  # vermillion: the backward pass
@@ -278,6 +283,50 @@ def delm_channels() -> plot.BookFigure:
         fontsize=11,
         color=INK,
     )
+    return fig
+
+
+def proof_at_a_glance() -> plot.BookFigure:
+    """The eight steps of chapter 6's convergence proof and how they feed one another.
+
+    Blue boxes are results proved in chapter 5 (well-posedness, the spectral and gradient
+    lemmas, surjectivity), black ones the steps proved in chapter 6; arrows point from what a
+    step uses to the step. The chapter lists, under the figure, where each step is proved.
+    """
+    fig, ax = _canvas(100, 60, inches=(9.5, 5.7))
+    chapter5, chapter6 = FORWARD, INK
+    steps = {
+        1: ((16, 50), "1 · well-posedness\n$U = (I - S)^{-1}$ exists", chapter5),
+        2: ((50, 50), "2 · spectral lemma\n$s_{\\min}(U_t) \\geq 1$", chapter5),
+        3: ((84, 50), "3 · gradient lemma\n$\\partial L/\\partial B = G\\,U^\\top$", chapter5),
+        6: ((16, 30), "6 · PL inequality\n"
+            "$\\Vert G\\Vert^2 \\geq 2\\mu(\\mathcal{L} - \\mathcal{L}^\\star)$", chapter6),
+        5: ((50, 30), "5 · transfer\n$\\dot L \\leq -\\lambda_{\\min}(P_t)\\,\\Vert G\\Vert^2$",
+            chapter6),
+        4: ((84, 30), "4 · energy identity\n$\\dot L = -\\Vert\\nabla_{\\!A} L\\Vert^2"
+            " - \\Vert\\nabla_{\\!B} L\\Vert^2$", chapter6),
+        7: ((16, 10), "7 · Grönwall\n$L_T - \\mathcal{L}^\\star \\leq (L_0 - \\mathcal{L}^\\star)"
+            "\\, e^{-2\\mu\\int_0^T\\lambda_{\\min}(P_t)dt}$", chapter6),
+        8: ((84, 10), "8 · surjectivity\n$\\inf_{A, B} L = \\mathcal{L}^\\star$", chapter5),
+    }
+    box = {k: _box(ax, xy, text, width=27, height=8.5, color=color, size=9.5)
+           for k, (xy, text, color) in steps.items()}
+    theorem = _box(ax, (50, 10), "theorem: global infimum,\nlinear rate, any width",
+                   width=24, height=8.5, color=B_CHANNEL, size=9.5, weight="bold")
+    for start, end in (("1", "2"), ("4", "5"), ("7", "T"), ("8", "T")):
+        a = box[int(start)]
+        b = theorem if end == "T" else box[int(end)]
+        if a["right"][0] < b["left"][0]:
+            _arrow(ax, a["right"], b["left"])
+        else:
+            _arrow(ax, a["left"], b["right"])
+    for start, end in ((2, 5), (6, 7)):
+        _arrow(ax, box[start]["bottom"], box[end]["top"])
+    _arrow(ax, (38, 25.2), (29.5, 14.8))  # from 5 down to 7
+    _arrow(ax, (72, 45.2), (63.5, 35.0))  # from 3 down to 5
+    _arrow(ax, box[1]["top"], box[3]["top"], rad=-0.18)
+    ax.text(50, 0.5, "blue: proved in chapter 5    black: proved in chapter 6", ha="center",
+            fontsize=9.5, color=INK)
     return fig
 
 

@@ -167,3 +167,45 @@ def test_ch03_exercise_2_twenty_unrolled_steps_err_by_about_rho_to_the_20():
         finally:
             torch.set_default_dtype(torch.float32)
     assert 0.9**20 / 3 < error < 3 * 0.9**20, error
+
+
+def _chapter_6_problem():
+    """The problem of chapters 6 and 7: m = 3, m_y = 5, n = 40, float64, seed 0."""
+    g = torch.Generator().manual_seed(0)
+    kw = {"generator": g, "dtype": torch.float64}
+    Phi, Y = torch.randn(3, 40, **kw), torch.randn(5, 40, **kw)
+    return torch.randn(3, 3, **kw) / 3**0.5, torch.randn(5, 3, **kw) / 3**0.5, Phi, Y
+
+
+def test_ch05_exercise_2_rank_one_gives_gamma_and_rank_two_less():
+    from deqlib.solutions import ch05
+
+    out = ch05.exercise_2()
+    S_one, ratio_one = out["rank one"]
+    S_two, ratio_two = out["rank two"]
+    check.close(S_one, 0.8, tol=1e-9)
+    check.close(ratio_one, 1.0, tol=1e-12)
+    assert ratio_two < 1 - 1e-3 and S_two < 0.8 * (1 - 1e-3)
+
+
+def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
+    from deqlib.solutions import ch06
+
+    out = ch06.exercise_2(*_chapter_6_problem())
+    low, high = out["s_min_U_sq"]
+    assert 1 <= low <= high < 1.05
+    check.close(torch.tensor(out["lam_min_P"]), torch.tensor(out["s_min_U_sq"]), tol=1e-10)
+    assert out["lam_max_U_end"] < 1 / (1 - 0.95)
+
+
+def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
+    from deqlib.solutions import ch07
+
+    out = ch07.exercise_3(*_chapter_6_problem())
+    (eps_1, radius_1, v_1, nu_1), (eps_9, radius_9, v_9, nu_9) = out[0.1], out[0.9]
+    check.close(v_9 / v_1, 9.0, tol=1e-10)
+    check.close(eps_9 / eps_1, 9.0, tol=1e-12)
+    check.close(nu_1, 1.0, tol=1e-8)
+    check.close(nu_9, 1.0, tol=1e-8)
+    assert abs(radius_9 - radius_1) > 1e-3 * radius_1          # the radius changes ...
+    assert abs(radius_9 / radius_1 - 9) > 1                     # ... not in proportion to ε
