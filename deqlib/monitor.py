@@ -10,7 +10,7 @@ with J = ∂f/∂z at z*. Both solves converge at a speed set by J:
   and eigenvalues.
 
 :func:`operator_norm` and :func:`spectral_radius` measure ‖J‖₂ and ρ(J) by power iteration,
-with products Jv and Jᵀu only (forward- and reverse-mode autograd), so J is never formed.
+with products Jv and Jᵀu only (autograd's backward passes), so J is never formed.
 :class:`EquilibriumMonitor` puts them to work in a training loop: it is the layer's solver
 callback (it counts the steps of every forward and adjoint solve, as
 :class:`~deqlib.implicit.SolverStats` does), and its :meth:`~EquilibriumMonitor.epoch` is
@@ -33,7 +33,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from . import validate
@@ -83,10 +82,26 @@ def _image(f, z: Tensor) -> Tensor:
     return fz
 
 
-def _jvp(f, z: Tensor, v: Tensor) -> Tensor:
-    """Jv with J = ∂f/∂z at z, by forward-mode autograd (one evaluation of f on dual numbers)."""
-    with torch.no_grad(), fwAD.dual_level():
-        return fwAD.unpack_dual(f(fwAD.make_dual(z, v))).tangent
+def _products(f, z: Tensor) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """The maps v ↦ Jv and w ↦ Jᵀw, J = ∂f/∂z at z, from one graph of f at z.
+
+    Jᵀw is a vector-Jacobian product (reverse mode). Jv is the derivative of the linear map
+    w ↦ Jᵀw·v with respect to w (the "double-backward" trick), so that no forward-mode
+    autograd is needed (its first use compiles decompositions, seconds on a CPU).
+    """
+    with torch.enable_grad():
+        zg = z.detach().clone().requires_grad_(True)
+        fz = _image(f, zg)
+        w0 = torch.zeros_like(fz, requires_grad=True)
+        (pulled,) = torch.autograd.grad(fz, zg, w0, create_graph=True)   # Jᵀw0, linear in w0
+
+    def jvp(v: Tensor) -> Tensor:
+        return torch.autograd.grad(pulled, w0, v, retain_graph=True)[0].detach()
+
+    def vjp(w: Tensor) -> Tensor:
+        return torch.autograd.grad(fz, zg, w, retain_graph=True)[0].detach()
+
+    return jvp, vjp
 
 
 def operator_norm(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int = 20,
@@ -94,9 +109,9 @@ def operator_norm(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int =
     r"""‖∂f/∂z‖₂ at each sample of ``z``, by power iteration on JᵀJ.
 
     With J = ∂f/∂z at z_i, the iteration v ← JᵀJv / ‖JᵀJv‖ turns a unit vector towards the
-    top right singular vector of J, and ‖JᵀJv‖ → σ_max(J)² = ‖J‖₂². Each step is one
-    forward-mode product Jv (``torch.autograd.forward_ad``) and one reverse-mode product Jᵀw
-    (``torch.autograd.grad`` through one graph of f at z, built once), so J is never formed.
+    top right singular vector of J, and ‖JᵀJv‖ → σ_max(J)² = ‖J‖₂². Each step is one product
+    Jv and one product Jᵀw, both by ``torch.autograd.grad`` through one graph of f at z, built
+    once (Jv by a second backward pass), so J is never formed.
     The estimate approaches ‖J‖₂ from below, with an error that shrinks like (σ₂/σ₁)^(2k)
     after k steps.
 
@@ -112,28 +127,27 @@ def operator_norm(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int =
         ``(batch,)`` tensor of the estimates, in z's dtype, detached.
     """
     z, iterations, seed = _check(f, z, iterations, seed, minimum=1)
-    with torch.enable_grad():
-        zg = z.clone().requires_grad_(True)
-        fz = _image(f, zg)
-        v = _start(z, seed)
-        stretch = torch.zeros(len(z), dtype=z.dtype, device=z.device)
-        for _ in range(iterations):
-            w, = torch.autograd.grad(fz, zg, _jvp(f, z, v), retain_graph=True)  # JᵀJ v
-            stretch = _per_sample_norm(w)                       # → ‖J‖₂² for a unit v
-            v = _unit(w)
-    return stretch.sqrt().detach()
+    jvp, vjp = _products(f, z)
+    v = _start(z, seed)
+    stretch = torch.zeros(len(z), dtype=z.dtype, device=z.device)
+    for _ in range(iterations):
+        w = vjp(jvp(v))                      # JᵀJ v
+        stretch = _per_sample_norm(w)        # → ‖J‖₂² for a unit v
+        v = _unit(w)
+    return stretch.sqrt()
 
 
 def spectral_radius(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int = 60,
                     seed: int = 0) -> Tensor:
-    r"""ρ(∂f/∂z) at each sample of ``z``, by power iteration on J, averaged over its second half.
+    r"""ρ(∂f/∂z) at each sample of ``z``, by power iteration, averaged over its second half.
 
-    For a generic start v, ‖Jᵏv‖ grows like ρ(J)ᵏ (Gelfand's formula), also when the largest
-    eigenvalues are a complex pair (then ‖Jᵏv‖ oscillates, which is why one ratio
-    ‖Jᵏ⁺¹v‖/‖Jᵏv‖ is not enough). The estimate is the geometric mean of the growth over the
-    second half of the iteration, (‖Jᵏv‖ / ‖Jᵏᐟ²v‖)^(2/k), which skips the transient of the
-    first half. It is the asymptotic factor by which a Picard step near z shrinks the error.
-    Each step is one forward-mode product Jv; the iterate is renormalised after every step.
+    The iteration runs on Jᵀ, which has the eigenvalues of J and costs one backward pass per
+    step. For a generic start v, ‖(Jᵀ)ᵏv‖ grows like ρ(J)ᵏ (Gelfand's formula), also when
+    the largest eigenvalues are a complex pair (then the norm oscillates, which is why one ratio of
+    successive norms is not enough). The estimate is the geometric mean of the growth over the
+    second half of the iteration, (‖(Jᵀ)ᵏv‖ / ‖(Jᵀ)ᵏᐟ²v‖)^(2/k), which skips the transient of
+    the first half. It is the asymptotic factor by which a Picard step near z shrinks the
+    error. The iterate is renormalised after every step.
 
     Args:
         f, z: as in :func:`operator_norm` (``f`` acts on each sample separately).
@@ -145,14 +159,14 @@ def spectral_radius(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int
     z, iterations, seed = _check(f, z, iterations, seed, minimum=2)
     v = _start(z, seed)
     log_growth = torch.zeros(len(z), dtype=torch.float64, device=z.device)
-    _image(f, z)
+    _, vjp = _products(f, z)
     for k in range(iterations):
-        w = _jvp(f, z, v)
+        w = vjp(v)   # Jᵀ has J's eigenvalues, so its powers grow like ρ(J)ᵏ too
         norm = _per_sample_norm(w)
         if k >= iterations - iterations // 2:
             log_growth += norm.clamp_min(torch.finfo(w.dtype).tiny).double().log()
         v = _unit(w)
-    return (log_growth / (iterations // 2)).exp().to(z.dtype).detach()
+    return (log_growth / (iterations // 2)).exp().to(z.dtype)
 
 
 def linear_part(layer: nn.Module) -> Callable[[Tensor], Tensor]:
