@@ -15,6 +15,8 @@ from deqlib.monitor import (
     spectral_radius,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def small_layer(dtype=torch.float64):
     return deqlib.TanhDEQ(6, 8, 3, tol=1e-10, dtype=dtype,

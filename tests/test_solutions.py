@@ -145,10 +145,15 @@ def ch04_runs():
     from deqlib.solutions import ch04
 
     data = deqlib.data.load("digits")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", deqlib.ConvergenceWarning)  # exercise 2 expects some
-        return {"data": data, 2: ch04.exercise_2(data), 3: ch04.exercise_3(data),
-                4: ch04.exercise_4(data), "mlp1": ch04.exercise_4(data, depth=1)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: idle threads on a shared machine cost 10x
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", deqlib.ConvergenceWarning)  # exercise 2 has some
+            return {"data": data, 2: ch04.exercise_2(data), 3: ch04.exercise_3(data),
+                    4: ch04.exercise_4(data), "mlp1": ch04.exercise_4(data, depth=1)}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_ch04_exercise_2_without_the_bound_the_solves_cost_more_and_some_miss(ch04_runs):
