@@ -8,6 +8,8 @@ or the global rcParams.
   the depth grows, to the fixed point z* = f(z*, x).
 * :func:`forward_and_adjoint` (Part I): the forward solve and the adjoint solve as data flow,
   with nothing but z* kept between them.
+* :func:`training_step` (Part I): one training step of a DEQ, a loop over mini-batches:
+  forward solve, loss, adjoint solve, optimizer step, next batch.
 * :func:`delm_channels` (Part II): the deep equilibrium linear model, W = BU, with its
   A-channel (through σ(A), S and U) and its B-channel.
 * :func:`proof_at_a_glance` (Part II): the eight steps of the global convergence proof and
@@ -27,8 +29,8 @@ from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
 from . import plot
 
 __all__ = [
-    "weight_tied_stack", "forward_and_adjoint", "delm_channels", "proof_at_a_glance",
-    "trust_region",
+    "weight_tied_stack", "forward_and_adjoint", "training_step", "delm_channels",
+    "proof_at_a_glance", "trust_region",
 ]
 
 FORWARD = plot.PALETTE["picard"]  # blue: the forward pass
@@ -222,6 +224,49 @@ def forward_and_adjoint() -> plot.BookFigure:
     )
     _arrow(ax, (49, yf - 2.4), vjp["top"], color=INK, linestyle="--", width=1.2)
     ax.text(56.5, 21.5, "only $z^\\star$ is kept", fontsize=9.5, color=INK)
+    return fig
+
+
+def training_step() -> plot.BookFigure:
+    """One training step of a DEQ, as a loop over mini-batches.
+
+    (1) the forward solve finds z* = f(z*, x) for the batch; (2) the loss compares the readout
+    of z* with the labels and gives g = ∂ℓ/∂z*; (3) the adjoint solve finds u = Jᵀu + g;
+    (4) the gradient (∂f/∂θ)ᵀu (and the readout's own) goes to the optimizer, which updates θ;
+    (5) the next batch starts with the new θ. Steps (1) and (3) are the two solves; the rest is
+    an ordinary training loop.
+    """
+    fig, ax = _canvas(100, 44, inches=(9.0, 4.0))
+    yf, yb = 33, 11
+    batch = _box(ax, (9, yf), "mini-batch\n$(x, y)$", width=13, height=7.5, size=10)
+    solve = _box(ax, (37, yf), "① forward solve\nfind $z^\\star = f(z^\\star, x)$",
+                 width=24, height=7.5, color=FORWARD, size=10)
+    loss = _box(ax, (78, yf), "② loss $\\ell(W_{\\mathrm{out}} z^\\star + b_{\\mathrm{out}}, y)$",
+                width=29, height=7.5, color=INK, size=10)
+    adjoint = _box(ax, (78, yb), "③ adjoint solve\nfind $u = J^\\top u + g$",
+                   width=24, height=7.5, color=BACKWARD, size=10)
+    grad = _box(ax, (46, yb), "gradient\n$(\\partial f/\\partial\\theta)^\\top u$",
+                width=17, height=7.5, color=BACKWARD, size=10)
+    updates = "updates $\\theta$, $W_{\\mathrm{out}}$, $b_{\\mathrm{out}}$"
+    step = _box(ax, (15, yb), "④ optimizer step\n" + updates, width=24, height=7.5, size=10)
+    _arrow(ax, batch["right"], solve["left"], color=FORWARD)
+    _arrow(ax, solve["right"], loss["left"], color=FORWARD)
+    ax.text(56.5, yf + 1.2, "$z^\\star$", ha="center", fontsize=11, color=FORWARD)
+    _arrow(ax, loss["bottom"], adjoint["top"], color=BACKWARD)
+    ax.text(79.5, (yf + yb) / 2, "$g = \\partial\\ell/\\partial z^\\star$", fontsize=10,
+            color=BACKWARD, va="center")
+    _arrow(ax, adjoint["left"], grad["right"], color=BACKWARD)
+    ax.text(60.5, yb + 1.2, "$u$", ha="center", fontsize=11, color=BACKWARD)
+    _arrow(ax, grad["left"], step["right"], color=BACKWARD)
+    _arrow(ax, (batch["bottom"][0], step["top"][1]), batch["bottom"], color=INK)
+    ax.text(batch["bottom"][0] + 1.5, (yf + yb) / 2, "⑤ next batch,\nnew weights", fontsize=10,
+            color=INK, va="center")
+    _arrow(ax, (37, yf - 4.6), (adjoint["top"][0] - 6, adjoint["top"][1] + 0.6), color=INK,
+           linestyle="--", width=1.1)
+    ax.text(55, 24.5, "$J = \\partial f/\\partial z$ at $z^\\star$: only $z^\\star$ is kept",
+            fontsize=9.5, color=INK, style="italic")
+    ax.text(50, 1.5, "① and ③ are the two solves; everything else is an ordinary training loop",
+            ha="center", fontsize=9.5, color=INK, style="italic")
     return fig
 
 

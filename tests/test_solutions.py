@@ -209,3 +209,72 @@ def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
     check.close(nu_9, 1.0, tol=1e-8)
     assert abs(radius_9 - radius_1) > 1e-3 * radius_1          # the radius changes ...
     assert abs(radius_9 / radius_1 - 9) > 1                     # ... not in proportion to ε
+
+
+@pytest.fixture(scope="module")
+def ch04_runs():
+    """Chapter 4's exercise runs, once for all the claims (about 15 s)."""
+    import warnings
+
+    from deqlib.solutions import ch04
+
+    data = deqlib.data.load("digits")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: idle threads on a shared machine cost 10x
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", deqlib.ConvergenceWarning)  # exercise 2 has some
+            return {"data": data, 2: ch04.exercise_2(data), 3: ch04.exercise_3(data),
+                    4: ch04.exercise_4(data), "mlp1": ch04.exercise_4(data, depth=1)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_ch04_exercise_2_without_the_bound_the_solves_cost_more_and_some_miss(ch04_runs):
+    bounded, free = ch04_runs[2]["bounded"], ch04_runs[2]["unbounded"]
+    assert free["W_norm"][0] > 1 and min(free["W_norm"][1:]) > 1.5
+    assert max(free["J_norm"][1:]) > 0.95 and max(bounded["J_norm"]) <= 0.9
+    assert max(free["J_radius_max"]) < 1
+    for a, b in zip(free["forward_steps"][1:], bounded["forward_steps"][1:]):
+        assert a >= 1.4 * b, (a, b)
+    assert max(free["forward_steps_max"][1:]) == 100 and sum(free["forward_unconverged"]) >= 1
+    assert sum(bounded["forward_unconverged"]) + sum(bounded["backward_unconverged"]) == 0
+    assert free.last["test_acc"] <= bounded.last["test_acc"]
+
+
+def test_ch04_exercise_3_a_tighter_tolerance_costs_a_few_steps_and_no_accuracy(ch04_runs):
+    from deqlib.monitor import predicted_picard_steps
+    from deqlib.solutions import ch04
+
+    loose, tight = ch04_runs[3][1e-4], ch04_runs[3][1e-6]
+    for phase, (low, high) in (("forward", (2, 6)), ("backward", (1, 5))):
+        for a, b in zip(tight[f"{phase}_steps"][1:], loose[f"{phase}_steps"][1:]):
+            assert low <= a - b <= high, (phase, a, b)
+        assert sum(tight[f"{phase}_unconverged"]) == 0
+    for a, b in zip(tight["test_acc"], loose["test_acc"]):
+        assert abs(a - b) <= 0.005
+    assert round(ch04.extra_picard_steps(0.5), 1) == 6.6
+    assert ch04.extra_picard_steps(0.5) == pytest.approx(
+        predicted_picard_steps(0.5, 1e-6) - predicted_picard_steps(0.5, 1e-4))
+
+
+def test_ch04_exercise_4_a_deeper_mlp_has_more_parameters_and_no_better_accuracy(ch04_runs):
+    from deqlib.solutions import ch04
+
+    count, history = ch04_runs[4]
+    assert count == 5482 == ch04.mlp_parameters(3)
+    assert ch04.mlp_parameters(0) + 3434 - 3434 == 64 * 32 + 32 + 10 * 32 + 10
+    assert ch04.mlp_parameters(13) == 15722
+    deq = ch04_runs[2]["bounded"]
+    assert history.last["test_acc"] < deq.last["test_acc"]
+    assert history.last["test_acc"] < ch04_runs["mlp1"][1].last["test_acc"]
+    assert ch04_runs["mlp1"][0] == 3434
+    assert round(sum(deq["forward_steps"][1:]) / 8) == 13
+
+
+def test_ch04_self_check_2_the_dense_deq_norm_falls_while_its_radius_rises(ch04_runs):
+    h = ch04_runs[2]["bounded"]
+    assert h["J_norm"][-1] < h["J_norm"][0] and h["J_radius"][-1] > h["J_radius"][0]
+    assert h["W_radius"][-1] > h["W_radius"][0] and h["slope"][-1] < h["slope"][0]
+    assert h["picard_steps"][-1] > h["picard_steps"][0]
+    assert all(0.88 <= w <= 0.9 for w in h["W_norm"])
