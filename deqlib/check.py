@@ -265,14 +265,14 @@ def _emit(*parts: str) -> None:
 
 
 def book_solution(chapter: str, name: str) -> Callable:
-    """The book's solution ``name`` to an exercise of ``chapter``, from :mod:`deqlib.solutions`.
+    """The book's solution ``name`` to an exercise of ``chapter``, from ``deqlib.solutions``.
 
     The solutions live in the library, not in the notebooks, so that a reader on Colab or in
     Jupyter sees the exercise and not its answer, and "Run all" never overwrites an attempt;
     the book's site shows each one in a dropdown (a ``literalinclude`` of the same file).
 
     Args:
-        chapter: the module of :mod:`deqlib.solutions`, e.g. ``"ch04"``.
+        chapter: the module of ``deqlib.solutions``, e.g. ``"ch04"``.
         name: the function's name in it, e.g. ``"tanh_jacobian"``.
     """
     if not isinstance(chapter, str) or not isinstance(name, str):
