@@ -97,13 +97,14 @@ def smallest_sign_p(n: int) -> float:
 
 
 def student_t_cdf(t: float, df: int) -> float:
-    """:math:`P(T \\le t)` for Student's t with ``df`` (an integer) degrees of freedom, closed form.
+    r""":math:`P(T \le t)` for Student's t with ``df`` (an integer) degrees of freedom.
 
-    With :math:`\\theta = \\arctan(|t|/\\sqrt\\nu)`, :math:`P(|T| \\le |t|)` is (the classical finite
-    series, Abramowitz and Stegun §26.7) :math:`\\frac{2}{\\pi}\\bigl(\\theta + \\sin\\theta\\cos\\theta
-    \\sum_{j=0}^{(\\nu-3)/2}a_j\\cos^{2j}\\theta\\bigr)` for odd :math:`\\nu` (the sum empty at
-    :math:`\\nu = 1`; :math:`a_0 = 1`, :math:`a_j = a_{j-1}\\,2j/(2j+1)`) and
-    :math:`\\sin\\theta\\sum_{j=0}^{(\\nu-2)/2}b_j\\cos^{2j}\\theta` for even :math:`\\nu`
+    In closed form (the classical finite series, Abramowitz and Stegun §26.7): with
+    :math:`\theta = \arctan(|t|/\sqrt\nu)`, :math:`P(|T| \le |t|)` is
+    :math:`\frac{2}{\pi}\bigl(\theta + \sin\theta\cos\theta
+    \sum_{j=0}^{(\nu-3)/2}a_j\cos^{2j}\theta\bigr)` for odd :math:`\nu` (the sum empty at
+    :math:`\nu = 1`; :math:`a_0 = 1`, :math:`a_j = a_{j-1}\,2j/(2j+1)`) and
+    :math:`\sin\theta\sum_{j=0}^{(\nu-2)/2}b_j\cos^{2j}\theta` for even :math:`\nu`
     (:math:`b_0 = 1`, :math:`b_j = b_{j-1}(2j-1)/(2j)`).
     """
     t = validate.real("t", t, finite=False)
