@@ -279,3 +279,46 @@ def test_ch04_self_check_2_the_dense_deq_norm_falls_while_its_radius_rises(ch04_
     assert h["W_radius"][-1] > h["W_radius"][0] and h["slope"][-1] < h["slope"][0]
     assert h["picard_steps"][-1] > h["picard_steps"][0]
     assert all(0.88 <= w <= 0.9 for w in h["W_norm"])
+
+
+def test_ch08_exercise_2_depth_3_leads_the_linear_model_on_every_seed_at_the_rate_0_02():
+    from deqlib import stats
+    from deqlib.solutions import ch08
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = ch08.exercise_2()
+    finally:
+        torch.set_num_threads(threads)
+    acc, loss = result["test_acc"], result["train_loss"]
+    assert (acc["n"], acc["positive"], acc["verdict"]) == (5, 5, "a > b")     # higher accuracy
+    assert (loss["n"], loss["negative"], loss["verdict"]) == (5, 5, "a < b")  # lower loss
+    assert acc["sign_p"] == loss["sign_p"] == 0.0625 == stats.smallest_sign_p(5)
+
+
+def test_ch09_exercise_2_from_zero_both_reach_the_minimum_norm_interpolant():
+    from deqlib import theory
+    from deqlib.solutions import ch09
+
+    g = torch.Generator().manual_seed(0)
+    Phi = torch.randn(20, 8, generator=g, dtype=torch.float64)
+    Y = torch.randn(3, 20, generator=g, dtype=torch.float64) @ Phi
+
+    def gradient_descent(W, Phi, Y, steps=4000):
+        eta = 0.5 / torch.linalg.eigvalsh(Phi @ Phi.T)[-1]
+        for _ in range(steps):
+            W = W - eta * theory.shallow_gradient(W, Phi, Y)
+        return W
+
+    gd, limit, min_norm = ch09.exercise_2(Phi, Y, gradient_descent)
+    check.close(gd, min_norm, tol=1e-8)
+    check.close(limit, min_norm, tol=1e-12)
+
+
+def test_ch09_exercise_4_counts_on_100_digits():
+    from deqlib.solutions import ch09
+
+    m, zero, inked, images = ch09.exercise_4("digits", train_size=100)
+    assert (m, zero, inked) == (64, 8, 4)            # the numbers ch09.md states
+    assert images >= 1
