@@ -17,6 +17,7 @@ The library the book's chapters run on. One module per idea:
   fetched once with npm), MNIST & co. via torchvision
 * :mod:`deqlib.experiments` the DELM against its explicit peers: a resumable runner,
   tables and figures
+* :mod:`deqlib.stats`    paired comparisons over seeds: t-intervals and exact sign tests
 * :mod:`deqlib.memory`   the memory a backward pass keeps, on CPU and CUDA
 * :mod:`deqlib.stability` equilibria that are easy to find: a Jacobian penalty (Hutchinson)
   and a monotone parameterisation with a unique equilibrium
@@ -36,6 +37,7 @@ from . import (
     plot,
     solvers,
     stability,
+    stats,
     theory,
     train,
 )
@@ -57,7 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "check", "data", "diagrams", "functional", "memory", "monitor", "ntk", "plot", "solvers",
-    "stability", "theory",
+    "stability", "stats", "theory",
     "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
