@@ -194,8 +194,22 @@ def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
     out = ch06.exercise_2(*_chapter_6_problem())
     low, high = out["s_min_U_sq"]
     assert 1 <= low <= high < 1.05
+    assert round(low, 3) == 1.000 and round(high, 3) == 1.035, (low, high)  # as the answer says
     check.close(torch.tensor(out["lam_min_P"]), torch.tensor(out["s_min_U_sq"]), tol=1e-10)
     assert out["lam_max_U_end"] < 1 / (1 - 0.95)
+    assert round(out["lam_max_U_end"], 2) == 9.75, out["lam_max_U_end"]
+
+
+def test_ch06_exercise_3_training_b_alone_loses_nothing_on_the_chapters_run():
+    from deqlib.solutions import ch06
+
+    out = ch06.exercise_3(*_chapter_6_problem())
+    # the numbers the answer states, to the digits it states them
+    assert f"{out['gap_B_only']:.1e}" == "5.1e-11" and f"{out['gap_both']:.1e}" == "1.2e-10", out
+    assert round(out["rate_B_only"]) == 136 and round(out["rate_both"]) == 132, out
+    start, end = out["s_min_U_sq_start_end"]
+    assert round(start, 3) == 1.029 and round(end, 3) == 1.015, (start, end)
+    assert out["gap_B_only"] < out["gap_both"]  # "nothing is lost" on this run
 
 
 def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
