@@ -223,6 +223,21 @@ def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
     check.close(nu_9, 1.0, tol=1e-8)
     assert abs(radius_9 - radius_1) > 1e-3 * radius_1          # the radius changes ...
     assert abs(radius_9 / radius_1 - 9) > 1                     # ... not in proportion to ε
+    # the closed form Δ² = ε gᵀPg − ε² gᵀPHPg and the numbers the answer states
+    A0, B0, Phi, Y = _chapter_6_problem()
+    W0 = deqlib.functional.end_to_end(A0, B0, 0.8, 1e-6)
+    g = deqlib.theory.shallow_gradient(W0, Phi, Y).reshape(-1)
+    P = deqlib.theory.preconditioner(A0, B0, 0.8, 1e-6)
+    H = deqlib.theory.shallow_hessian(W0, Phi, Y)
+    gPg, gPHPg = g @ P @ g, g @ P @ H @ P @ g
+    for eps, radius in ((eps_1, radius_1), (eps_9, radius_9)):
+        check.close(radius**2, eps * gPg - eps**2 * gPHPg, tol=1e-9)
+    lam_max = 0.1 / eps_1                                        # ε = f / λ_max
+    r = (gPHPg / (lam_max * gPg)).item()
+    assert round(r, 2) == 0.97, r
+    assert round((radius_9 / radius_1) ** 2, 2) == 1.26, radius_9 / radius_1
+    check.close((radius_9 / radius_1) ** 2, 9 * (1 - 0.9 * r) / (1 - 0.1 * r), tol=1e-9)
+    assert f"{radius_1:.2f}" == "13.85" and f"{radius_9:.2f}" == "15.54", (radius_1, radius_9)
 
 
 @pytest.fixture(scope="module")
