@@ -186,6 +186,9 @@ def test_ch05_exercise_2_rank_one_gives_gamma_and_rank_two_less():
     check.close(S_one, 0.8, tol=1e-9)
     check.close(ratio_one, 1.0, tol=1e-12)
     assert ratio_two < 1 - 1e-3 and S_two < 0.8 * (1 - 1e-3)
+    # the numbers the answer states
+    assert f"{S_one:.4f}" == "0.8000" and abs(S_one - 0.8) < 1e-12, S_one
+    assert f"{ratio_two:.3f}" == "0.771" and f"{S_two:.3f}" == "0.617", (ratio_two, S_two)
 
 
 def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
