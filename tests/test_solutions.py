@@ -186,6 +186,9 @@ def test_ch05_exercise_2_rank_one_gives_gamma_and_rank_two_less():
     check.close(S_one, 0.8, tol=1e-9)
     check.close(ratio_one, 1.0, tol=1e-12)
     assert ratio_two < 1 - 1e-3 and S_two < 0.8 * (1 - 1e-3)
+    # the numbers the answer states
+    assert f"{S_one:.4f}" == "0.8000" and abs(S_one - 0.8) < 1e-12, S_one
+    assert f"{ratio_two:.3f}" == "0.771" and f"{S_two:.3f}" == "0.617", (ratio_two, S_two)
 
 
 def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
@@ -194,8 +197,22 @@ def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
     out = ch06.exercise_2(*_chapter_6_problem())
     low, high = out["s_min_U_sq"]
     assert 1 <= low <= high < 1.05
+    assert round(low, 3) == 1.000 and round(high, 3) == 1.035, (low, high)  # as the answer says
     check.close(torch.tensor(out["lam_min_P"]), torch.tensor(out["s_min_U_sq"]), tol=1e-10)
     assert out["lam_max_U_end"] < 1 / (1 - 0.95)
+    assert round(out["lam_max_U_end"], 2) == 9.75, out["lam_max_U_end"]
+
+
+def test_ch06_exercise_3_training_b_alone_loses_nothing_on_the_chapters_run():
+    from deqlib.solutions import ch06
+
+    out = ch06.exercise_3(*_chapter_6_problem())
+    # the numbers the answer states, to the digits it states them
+    assert f"{out['gap_B_only']:.1e}" == "5.1e-11" and f"{out['gap_both']:.1e}" == "1.2e-10", out
+    assert round(out["rate_B_only"]) == 136 and round(out["rate_both"]) == 132, out
+    start, end = out["s_min_U_sq_start_end"]
+    assert round(start, 3) == 1.029 and round(end, 3) == 1.015, (start, end)
+    assert out["gap_B_only"] < out["gap_both"]  # "nothing is lost" on this run
 
 
 def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
@@ -209,6 +226,21 @@ def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
     check.close(nu_9, 1.0, tol=1e-8)
     assert abs(radius_9 - radius_1) > 1e-3 * radius_1          # the radius changes ...
     assert abs(radius_9 / radius_1 - 9) > 1                     # ... not in proportion to ε
+    # the closed form Δ² = ε gᵀPg − ε² gᵀPHPg and the numbers the answer states
+    A0, B0, Phi, Y = _chapter_6_problem()
+    W0 = deqlib.functional.end_to_end(A0, B0, 0.8, 1e-6)
+    g = deqlib.theory.shallow_gradient(W0, Phi, Y).reshape(-1)
+    P = deqlib.theory.preconditioner(A0, B0, 0.8, 1e-6)
+    H = deqlib.theory.shallow_hessian(W0, Phi, Y)
+    gPg, gPHPg = g @ P @ g, g @ P @ H @ P @ g
+    for eps, radius in ((eps_1, radius_1), (eps_9, radius_9)):
+        check.close(radius**2, eps * gPg - eps**2 * gPHPg, tol=1e-9)
+    lam_max = 0.1 / eps_1                                        # ε = f / λ_max
+    r = (gPHPg / (lam_max * gPg)).item()
+    assert round(r, 2) == 0.97, r
+    assert round((radius_9 / radius_1) ** 2, 2) == 1.26, radius_9 / radius_1
+    check.close((radius_9 / radius_1) ** 2, 9 * (1 - 0.9 * r) / (1 - 0.1 * r), tol=1e-9)
+    assert f"{radius_1:.2f}" == "13.85" and f"{radius_9:.2f}" == "15.54", (radius_1, radius_9)
 
 
 @pytest.fixture(scope="module")
