@@ -188,6 +188,25 @@ def test_ch05_exercise_2_rank_one_gives_gamma_and_rank_two_less():
     assert ratio_two < 1 - 1e-3 and S_two < 0.8 * (1 - 1e-3)
 
 
+def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
+    # The answer's two closed forms, against Gauss-Hermite quadrature in 2-D (u, v correlated).
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)   # for the weight exp(-x^2/2)
+    weights = weights / weights.sum()
+    x1, x2 = np.meshgrid(nodes, nodes, indexing="ij")
+    w = np.outer(weights, weights)
+    for s_ii, s_jj, s_ij in [(1.0, 1.0, 0.3), (2.0, 0.5, -0.6), (1.5, 1.2, 1.2)]:
+        u = np.sqrt(s_ii) * x1
+        v = s_ij / np.sqrt(s_ii) * x1 + np.sqrt(s_jj - s_ij**2 / s_ii) * x2
+        phi = np.arccos(s_ij / np.sqrt(s_ii * s_jj))
+        degree_1 = np.sqrt(s_ii * s_jj) / (2 * np.pi) * (np.sin(phi) + (np.pi - phi) * np.cos(phi))
+        degree_0 = (np.pi - phi) / (2 * np.pi)
+        assert abs((w * np.maximum(u, 0) * np.maximum(v, 0)).sum() - degree_1) < 2e-3
+        # kinks slow the quadrature down; a wrong formula errs by more than 0.05 here
+        assert abs((w * (u > 0) * (v > 0)).sum() - degree_0) < 2e-2
+
+
 def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
     from deqlib.solutions import ch06
 
