@@ -207,6 +207,15 @@ def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
         assert abs((w * (u > 0) * (v > 0)).sum() - degree_0) < 2e-2
 
 
+def test_ch11_exercise_4_anderson_reaches_the_one_solution_from_every_start():
+    from deqlib.solutions import ch11
+
+    out = ch11.exercise_4()
+    assert all(out["converged"]) and all(out["converged_tight"])
+    assert max(out["gap"]) < 1e-4
+    assert max(out["gap_tight"]) < 1e-8
+
+
 def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
     from deqlib.solutions import ch06
 
