@@ -188,6 +188,14 @@ def test_ch05_exercise_2_rank_one_gives_gamma_and_rank_two_less():
     assert ratio_two < 1 - 1e-3 and S_two < 0.8 * (1 - 1e-3)
 
 
+def test_ch10_exercise_3_the_frozen_kernel_bound_breaks_at_width_8_only():
+    from deqlib.solutions import ch10
+
+    worst = ch10.exercise_3()
+    assert worst[8] > 1.5
+    assert all(0.95 <= worst[m] <= 1.0 for m in (4, 16, 64)), worst
+
+
 def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
     # The answer's two closed forms, against Gauss-Hermite quadrature in 2-D (u, v correlated).
     import numpy as np
