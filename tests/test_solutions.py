@@ -191,6 +191,42 @@ def test_ch05_exercise_2_rank_one_gives_gamma_and_rank_two_less():
     assert f"{ratio_two:.3f}" == "0.771" and f"{S_two:.3f}" == "0.617", (ratio_two, S_two)
 
 
+def test_ch10_exercise_3_the_frozen_kernel_bound_breaks_at_width_8_only():
+    from deqlib.solutions import ch10
+
+    worst = ch10.exercise_3()
+    assert worst[8] > 1.5
+    assert all(0.95 <= worst[m] <= 1.0 for m in (4, 16, 64)), worst
+
+
+def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
+    # The answer's two closed forms, against Gauss-Hermite quadrature in 2-D (u, v correlated).
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)   # for the weight exp(-x^2/2)
+    weights = weights / weights.sum()
+    x1, x2 = np.meshgrid(nodes, nodes, indexing="ij")
+    w = np.outer(weights, weights)
+    for s_ii, s_jj, s_ij in [(1.0, 1.0, 0.3), (2.0, 0.5, -0.6), (1.5, 1.2, 1.2)]:
+        u = np.sqrt(s_ii) * x1
+        v = s_ij / np.sqrt(s_ii) * x1 + np.sqrt(s_jj - s_ij**2 / s_ii) * x2
+        phi = np.arccos(s_ij / np.sqrt(s_ii * s_jj))
+        degree_1 = np.sqrt(s_ii * s_jj) / (2 * np.pi) * (np.sin(phi) + (np.pi - phi) * np.cos(phi))
+        degree_0 = (np.pi - phi) / (2 * np.pi)
+        assert abs((w * np.maximum(u, 0) * np.maximum(v, 0)).sum() - degree_1) < 2e-3
+        # kinks slow the quadrature down; a wrong formula errs by more than 0.05 here
+        assert abs((w * (u > 0) * (v > 0)).sum() - degree_0) < 2e-2
+
+
+def test_ch11_exercise_4_anderson_reaches_the_one_solution_from_every_start():
+    from deqlib.solutions import ch11
+
+    out = ch11.exercise_4()
+    assert all(out["converged"]) and all(out["converged_tight"])
+    assert max(out["gap"]) < 1e-4
+    assert max(out["gap_tight"]) < 1e-8
+
+
 def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
     from deqlib.solutions import ch06
 
