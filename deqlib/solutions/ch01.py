@@ -6,8 +6,7 @@ import math
 
 import torch
 
-from deqlib.functional import tanh_map
-from deqlib.solvers import solve
+import deqlib
 
 
 def banach_depth(q, eps):
@@ -21,12 +20,17 @@ def tanh_jacobian(z, W_z):
 
 
 def exercise_3(layer, x):
-    """‖W_z‖₂ scaled to 1.5: solve from z = 0 and z = 3·1; return the result and ρ(J) there."""
+    """‖W_z‖₂ scaled to 1.5: solve from z = 0 and z = 3·1; return the result and ρ(J) there.
+
+    In the chapter: ``big, rho = exercise_3(layer, x)``, then print ``big``, the distance
+    between ``big.z[0]`` and ``big.z[1]``, and ``rho``.
+    """
     W_z = layer.effective_W_z().detach()
     W_big = W_z * 1.5 / torch.linalg.matrix_norm(W_z, ord=2)
-    f_big = lambda z: tanh_map(z, W_big, (x @ layer.W_x.T + layer.b).detach())
+    injection = (x @ layer.W_x.T + layer.b).detach()
+    f_big = lambda z: deqlib.functional.tanh_map(z, W_big, injection)
     width = W_z.shape[0]
-    two = torch.cat([torch.zeros(1, width), 3 * torch.ones(1, width)])
-    big = solve(f_big, two, method="anderson", tol=1e-12, max_iter=2000)
+    two = torch.cat([torch.zeros(1, width), 3 * torch.ones(1, width)])  # two starts, one batch
+    big = deqlib.solve(f_big, two, method="picard", tol=1e-12, max_iter=2000)
     J_big = (1 - big.z[0] ** 2)[:, None] * W_big
     return big, torch.linalg.eigvals(J_big).abs().max().item()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from deqlib.solvers import solve
+import deqlib
 
 
 def broyden_update(Psi_inv, dz, dg):
@@ -24,12 +24,13 @@ def exercise_3(problem, lam=1e-4, betas=(1.0, 0.5, 0.2)):
 
     Returns the rank of the 5×5 Gram matrix Γ, the weights α found with λ, the mixed residual
     ‖Σ α_i g_i‖, and deqlib's Anderson steps to 1e-6 on ``problem`` for each β in ``betas``.
+    In the chapter: ``rank, alpha, mixed, steps = exercise_3(p)``, then print them.
     """
     G5 = torch.randn(5, 3, generator=torch.Generator().manual_seed(6))
     Gamma = G5 @ G5.T
     rank = torch.linalg.matrix_rank(Gamma).item()
     y = torch.linalg.solve(Gamma + lam * torch.diag(Gamma.diagonal()), torch.ones(5))
     alpha = y / y.sum()
-    steps = {beta: solve(problem.f, problem.z0(), method="anderson", beta=beta, tol=1e-6,
+    steps = {beta: deqlib.solve(problem.f, problem.z0(), method="anderson", beta=beta, tol=1e-6,
                          max_iter=2000).steps for beta in betas}
     return rank, alpha, (alpha @ G5).norm().item(), steps

@@ -6,9 +6,7 @@ import warnings
 
 import torch
 
-from deqlib.functional import tanh_map
-from deqlib.implicit import DEQ
-from deqlib.solvers import ConvergenceWarning
+import deqlib
 
 
 def grad_x(S, g):
@@ -19,17 +17,21 @@ def grad_x(S, g):
 def exercise_2(problem, weights, steps=20):
     """Relative error of ∂ℓ/∂W_z through ``steps`` unrolled Picard iterations, ℓ = Σ weights·z.
 
-    The reference is the implicit gradient at the equilibrium (deqlib's adjoint solve).
+    The reference is the implicit gradient at the equilibrium (deqlib's adjoint solve). Also
+    returns the largest ρ(J) over the samples' equilibria, to compare with ρ(J)**steps. In the
+    chapter: ``error, rho_J = exercise_2(problem, weights)``, then print both.
     """
     W_z = problem.W_z.clone().requires_grad_()
     injection = (problem.x @ problem.W_x.T).requires_grad_()
-    f = lambda z, x: tanh_map(z, *x)  # noqa: E731 - the chapter's map, x = (W_z, injection)
-    implicit = DEQ(f, tol=1e-12, max_iter=1000)
-    (exact,) = torch.autograd.grad((implicit((W_z, injection), problem.z0()) * weights).sum(),
-                                   W_z)
-    unrolled = DEQ(f, solver="picard", backward="unrolled", tol=1e-12, max_iter=steps)
+    f = lambda z, x: deqlib.functional.tanh_map(z, *x)  # noqa: E731 - x = (W_z, injection)
+    implicit = deqlib.DEQ(f, tol=1e-12, max_iter=1000)
+    z_star = implicit((W_z, injection), problem.z0())
+    (exact,) = torch.autograd.grad((z_star * weights).sum(), W_z)
+    unrolled = deqlib.DEQ(f, solver="picard", backward="unrolled", tol=1e-12, max_iter=steps)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # 20 steps do not converge
+        warnings.simplefilter("ignore", deqlib.ConvergenceWarning)  # 20 steps do not converge
         (cut,) = torch.autograd.grad((unrolled((W_z, injection), problem.z0()) * weights).sum(),
                                      W_z)
-    return ((cut - exact).norm() / exact.norm()).item()
+    J = (1 - z_star.detach() ** 2)[:, :, None] * problem.W_z  # one J per sample
+    rho_J = torch.linalg.eigvals(J).abs().amax(dim=1).max().item()
+    return ((cut - exact).norm() / exact.norm()).item(), rho_J

@@ -9,3 +9,8 @@ def lambda_plus_min(M, rtol=1e-10):
     """The smallest eigenvalue of a symmetric PSD M larger than rtol times the largest."""
     eig = torch.linalg.eigvalsh(M)
     return eig[eig > rtol * eig[-1]].min()
+
+
+def b_channel(U, k):
+    """𝒥 with vec(dB U) = 𝒥 vec(dB): eq-toolbox-vec with A = I_k, X = dB and B = U (row-major)."""
+    return torch.kron(torch.eye(k), U.T.contiguous())  # I_k ⊗ Uᵀ
