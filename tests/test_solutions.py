@@ -235,6 +235,7 @@ def test_ch04_exercise_2_without_the_bound_the_solves_cost_more(ch04_runs):
     assert free["W_norm"][0] > 1 and min(free["W_norm"][1:]) > 1.5
     assert max(free["J_norm"][1:]) > 0.95 and max(bounded["J_norm"]) <= 0.9
     assert max(free["J_radius_max"]) < 1
+    assert 2 * sum(free["forward_unconverged"]) < sum(free["forward_solves"][1:])  # "most"
     for a, b in zip(free["forward_steps"][1:], bounded["forward_steps"][1:]):
         assert a >= 1.4 * b, (a, b)
     # "some solves hit the limit of 100 steps" is said of the recorded run only: whether one
