@@ -305,6 +305,7 @@ def test_ch04_exercise_2_without_the_bound_the_solves_cost_more(ch04_runs):
     assert free["W_norm"][0] > 1 and min(free["W_norm"][1:]) > 1.5
     assert max(free["J_norm"][1:]) > 0.95 and max(bounded["J_norm"]) <= 0.9
     assert max(free["J_radius_max"]) < 1
+    assert 2 * sum(free["forward_unconverged"]) < sum(free["forward_solves"][1:])  # "most"
     for a, b in zip(free["forward_steps"][1:], bounded["forward_steps"][1:]):
         assert a >= 1.4 * b, (a, b)
     # "some solves hit the limit of 100 steps" is said of the recorded run only: whether one
@@ -333,14 +334,56 @@ def test_ch04_exercise_4_a_deeper_mlp_has_more_parameters_and_no_better_accuracy
     from deqlib.solutions import ch04
 
     count, history = ch04_runs[4]
-    assert count == 5482 == ch04.mlp_parameters(3)
-    assert ch04.mlp_parameters(0) + 3434 - 3434 == 64 * 32 + 32 + 10 * 32 + 10
-    assert ch04.mlp_parameters(13) == 15722
+    assert count == 5482 == ch04.mlp_parameters(3, 64, 10)
+    assert ch04.mlp_parameters(0, 64, 10) == 64 * 32 + 32 + 10 * 32 + 10
+    assert ch04.mlp_parameters(13, 64, 10) == 15722
+    assert round(100 * (5482 / 3434 - 1)) == 60  # "60 % more parameters"
     deq = ch04_runs[2]["bounded"]
     assert history.last["test_acc"] < deq.last["test_acc"]
     assert history.last["test_acc"] < ch04_runs["mlp1"][1].last["test_acc"]
     assert ch04_runs["mlp1"][0] == 3434
     assert round(sum(deq["forward_steps"][1:]) / 8) == 13
+
+
+def test_ch04_exercise_4_the_solution_passes_the_check_on_mnist_too():
+    """USE_MNIST=True: the check counts a 13-layer MLP on 784 pixels (no download needed)."""
+    from torch import nn
+
+    from deqlib.solutions import ch04
+
+    for in_features, classes in ((64, 10), (784, 10), (3 * 32 * 32, 100)):
+        hidden = [m for _ in range(13) for m in (nn.Linear(32, 32, bias=False), nn.Tanh())]
+        deep = nn.Sequential(nn.Linear(in_features, 32), nn.Tanh(), *hidden,
+                             nn.Linear(32, classes))
+        count = sum(p.numel() for p in deep.parameters())
+        assert ch04.mlp_parameters(13, in_features, classes) == count, (in_features, classes)
+
+
+def test_ch04_solutions_use_only_what_the_chapter_defines():
+    """A reader pastes a solution into the notebook and runs it: every global name it reads
+    must be bound by the chapter's code cells too (no private helper of the solutions module)."""
+    import builtins
+    import inspect
+
+    from deqlib.solutions import ch04
+
+    bound = set()
+    for cell in _cells(ROOT / "book" / "04_training_a_deq.ipynb"):
+        if cell["cell_type"] == "code":
+            code = "\n".join(re.sub(r"^(\s*)%.*", r"\1pass", line)  # IPython magics
+                             for line in _source(cell).splitlines())
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+                elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    bound.add(node.name)
+                elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    bound.add(node.id)
+    for name, fn in inspect.getmembers(ch04, inspect.isfunction):
+        if fn.__module__ == ch04.__name__:
+            missing = {used for used in fn.__code__.co_names
+                       if used in vars(ch04) and not hasattr(builtins, used)} - bound
+            assert not missing, f"ch04.{name} uses {sorted(missing)}, which the chapter lacks"
 
 
 def test_ch04_self_check_2_the_dense_deq_norm_falls_while_its_radius_rises(ch04_runs):

@@ -1,4 +1,10 @@
-"""Chapter 4, training a DEQ: the book's solutions."""
+"""Chapter 4, training a DEQ: the book's solutions.
+
+Each function uses only what the chapter's first cell imports (math, torch, nn, deqlib,
+EquilibriumMonitor), so a reader can paste it into the notebook and run it as it is, on the
+digits or on MNIST (``data`` is the chapter's dataset; ``epochs``, ``batch_size`` and ``device``
+its settings).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,8 @@ import math
 import torch
 from torch import nn
 
-from deqlib.layers import TanhDEQ
+import deqlib
 from deqlib.monitor import EquilibriumMonitor
-from deqlib.train import fit
 
 
 def tanh_jacobian(W_z, z):
@@ -27,45 +32,44 @@ def extra_picard_steps(radius):
     return math.log(100) / math.log(1 / radius)  # radius**k = 1e-2 more shrinking
 
 
-def mlp_parameters(depth, in_features=64, width=32, classes=10):
+def mlp_parameters(depth, in_features, classes, width=32):
     """Parameters of the explicit MLP with `depth` hidden width×width layers (no bias)."""
-    return width * in_features + width + depth * width * width + classes * width + classes
+    first, readout = width * in_features + width, classes * width + classes
+    return first + depth * width * width + readout
 
 
-def _train(model, data, monitor=None, epochs=8):
-    """The chapter's training: Adam, lr 1e-2, batches of 64, the same batch order."""
-    return fit(model, data, optimizer="adam", lr=1e-2, epochs=epochs, batch_size=64, seed=0,
-               progress=False, callback=None if monitor is None else monitor.epoch)
-
-
-def _dense_deq(data, monitor, **options):
-    return TanhDEQ(data.in_features, 32, data.num_classes, callback=monitor,
-                   generator=torch.Generator().manual_seed(0), **options)
-
-
-def exercise_2(data):
+def exercise_2(data, epochs=8, batch_size=64, device="cpu"):
     """The dense DEQ trained without the bound (max_norm=None) and, for comparison, with it.
 
-    Returns the two histories, with the monitor's columns (steps, ‖J‖₂, ρ(J), ‖W_z‖₂, …).
+    Trained as in the chapter (Adam, lr 1e-2, the same start and batch order); returns the two
+    histories, with the monitor's columns (steps, ‖J‖₂, ρ(J), ‖W_z‖₂, …).
     """
     runs = {}
     for name, max_norm in (("bounded", 0.9), ("unbounded", None)):
         monitor = EquilibriumMonitor(data.X_test[:64])
-        model = _dense_deq(data, monitor, tol=1e-4, max_norm=max_norm)
-        runs[name] = _train(model, data, monitor)
+        model = deqlib.TanhDEQ(data.in_features, 32, data.num_classes, tol=1e-4,
+                               max_norm=max_norm, callback=monitor,
+                               generator=torch.Generator().manual_seed(0))
+        runs[name] = deqlib.train.fit(model, data, optimizer="adam", lr=1e-2, epochs=epochs,
+                                      batch_size=batch_size, seed=0, device=device,
+                                      progress=False, callback=monitor.epoch)
     return runs
 
 
-def exercise_3(data):
-    """The dense DEQ trained at tol=1e-4 and at tol=1e-6; returns the two histories."""
+def exercise_3(data, epochs=8, batch_size=64, device="cpu"):
+    """The dense DEQ trained at tol=1e-4 and at tol=1e-6, as in the chapter; two histories."""
     runs = {}
     for tol in (1e-4, 1e-6):
         monitor = EquilibriumMonitor(data.X_test[:64], tol=tol)
-        runs[tol] = _train(_dense_deq(data, monitor, tol=tol), data, monitor)
+        model = deqlib.TanhDEQ(data.in_features, 32, data.num_classes, tol=tol,
+                               callback=monitor, generator=torch.Generator().manual_seed(0))
+        runs[tol] = deqlib.train.fit(model, data, optimizer="adam", lr=1e-2, epochs=epochs,
+                                     batch_size=batch_size, seed=0, device=device,
+                                     progress=False, callback=monitor.epoch)
     return runs
 
 
-def exercise_4(data, depth=3):
+def exercise_4(data, depth=3, epochs=8, batch_size=64, device="cpu"):
     """The explicit MLP with `depth` hidden 32×32 layers, trained as in the chapter.
 
     Returns its parameter count and its history.
@@ -75,4 +79,6 @@ def exercise_4(data, depth=3):
     for _ in range(depth):
         layers += [nn.Linear(32, 32, bias=False), nn.Tanh()]
     mlp = nn.Sequential(*layers, nn.Linear(32, data.num_classes))
-    return sum(p.numel() for p in mlp.parameters()), _train(mlp, data)
+    history = deqlib.train.fit(mlp, data, optimizer="adam", lr=1e-2, epochs=epochs,
+                               batch_size=batch_size, seed=0, device=device, progress=False)
+    return sum(p.numel() for p in mlp.parameters()), history
