@@ -77,16 +77,22 @@ def test_numpy_scalars_are_accepted(digits):
 @pytest.mark.parametrize("options,error,message", [
     (dict(loss="mse"), ValueError, "loss must be one of"),
     (dict(optimizer="lbfgs"), ValueError, "optimizer must be one of"),
-    (dict(batch_size=0), ValueError, "batch_size must be a positive integer or None"),
-    (dict(batch_size=2.5), ValueError, "batch_size must be a positive integer or None"),
-    (dict(lr=-1.0), ValueError, r"lr must be a finite number > 0; got lr=-1.0"),
-    (dict(lr=float("nan")), ValueError, r"lr must be a finite number > 0; got lr=nan"),
-    (dict(lr=True), ValueError, r"lr must be a finite number > 0"),
-    (dict(epochs=2.0), ValueError, r"epochs must be an integer >= 0; got epochs=2.0"),
+    (dict(loss=["square"]), TypeError, "loss must be one of"),
+    (dict(batch_size=0), ValueError, r"batch_size must be an integer >= 1 \(or None for full"),
+    (dict(batch_size=2.5), TypeError, r"batch_size must be an integer \(or None for full"),
+    (dict(lr=-1.0), ValueError, r"lr must be a positive finite number \(the step size\); got"),
+    (dict(lr=float("nan")), ValueError, r"lr must be a positive finite number .*; got lr=nan"),
+    (dict(lr=True), TypeError, r"lr must be a positive finite number"),
+    (dict(lr="0.1"), TypeError, r"lr must be a positive finite number .* of type str"),
+    (dict(epochs=2.0), TypeError, r"epochs must be an integer .*got epochs=2.0 .*write 2"),
+    (dict(epochs=-1), ValueError, r"epochs must be an integer >= 0"),
+    (dict(seed=1.7), TypeError, r"seed must be an integer"),
     (dict(eval_batch_size=0), ValueError, r"eval_batch_size must be an integer >= 1"),
     (dict(eval_batch_size=-5), ValueError, r"eval_batch_size must be an integer >= 1"),
-    (dict(momentum=-0.1), ValueError, r"momentum must be a finite number >= 0"),
-    (dict(weight_decay=float("inf")), ValueError, r"weight_decay must be a finite number >= 0"),
+    (dict(momentum=-0.1), ValueError, r"momentum must lie in \[0, inf\)"),
+    (dict(momentum="0.9"), TypeError, r"momentum must be a real number"),
+    (dict(weight_decay=float("inf")), ValueError, r"weight_decay must lie in \[0, inf\)"),
+    (dict(progress="no"), TypeError, r"progress must be True or False"),
     (dict(optimizer="adam", momentum=0.9), ValueError, "momentum=0.9 applies to SGD only"),
     (dict(callback=42), TypeError, "callback must be callable"),
     (dict(callback=lambda m: 1.0), TypeError,
@@ -94,7 +100,7 @@ def test_numpy_scalars_are_accepted(digits):
 ])
 def test_bad_options_are_rejected_by_name(digits, options, error, message):
     with pytest.raises(error, match=message):
-        fit(LinearModel(64, 10), digits, progress=False, **{"epochs": 1, **options})
+        fit(LinearModel(64, 10), digits, **{"epochs": 1, "progress": False, **options})
 
 
 def test_data_must_be_a_dataset(digits):
@@ -205,3 +211,15 @@ def test_auto_device_prefers_cuda_then_mps(monkeypatch):
     assert resolve_device("auto") == torch.device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_frozen_model_is_refused_by_name(digits):
+    model = LinearModel(64, 10)
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="none of LinearModel's parameters requires grad"):
+        fit(model, digits, epochs=1, progress=False)
+
+
+def test_empty_history_last_says_so():
+    with pytest.raises(IndexError, match="no rows yet"):
+        _ = train.History().last
