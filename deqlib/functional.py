@@ -39,10 +39,10 @@ half-precision kernel, and an integer A has no gradient.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
+
+from . import validate
 
 __all__ = [
     "LOSSES",
@@ -89,34 +89,13 @@ def tanh_map(z: Tensor, W_z: Tensor, injection: Tensor) -> Tensor:
 # --- checks
 
 
-def _real(name: str, value) -> float:
-    """A Python or numpy real number as a float (bools and tensors are refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a real number (a Python or numpy scalar); got "
-            f"{name}={value!r} of type {type(value).__name__}"
-            + (" (use .item())" if isinstance(value, Tensor) else "")
-        )
-    return float(value)
-
-
 def _check_gamma(gamma) -> float:
-    gamma = _real("gamma", gamma)
-    if not 0 < gamma < 1:  # also refuses NaN
-        raise ValueError(
-            f"gamma must lie in (0, 1) so that the equilibrium exists; got gamma={gamma!r}"
-        )
-    return gamma
+    return validate.interval("gamma", gamma, 0, 1, "so that the equilibrium exists",
+                             closed=(False, False))
 
 
 def _check_delta(delta) -> float:
-    delta = _real("delta", delta)
-    if not 0 < delta < float("inf"):
-        raise ValueError(
-            f"delta must be a positive finite number (it keeps σ(A) finite at A = 0); "
-            f"got delta={delta!r}"
-        )
-    return delta
+    return validate.positive_real("delta", delta, "it keeps σ(A) finite at A = 0")
 
 
 def check_constants(gamma, delta) -> tuple[float, float]:

@@ -72,9 +72,11 @@ def interval(name: str, value, low: float, high: float, meaning: str = "", *,
 
     Raises:
         TypeError: not a real number.
-        ValueError: NaN, or outside the interval.
+        ValueError: NaN, or outside the interval (the message names the interval either way).
     """
-    value = real(name, value, meaning, finite=False)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        real(name, value, meaning)                   # raises the TypeError
+    value = float(value)                             # NaN fails both comparisons below
     left = (value >= low) if closed[0] else (value > low)
     right = (value <= high) if closed[1] else (value < high)
     if not (left and right) or math.isinf(value):

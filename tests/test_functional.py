@@ -180,7 +180,7 @@ def test_constants_accept_numpy_scalars_and_refuse_bad_values():
     for delta in (0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="delta must be a positive finite number"):
             F.sigma(A, delta)
-    with pytest.raises(TypeError, match=r"gamma must be a real number.*\(use \.item\(\)\)"):
+    with pytest.raises(TypeError, match=r"gamma must be a real number.*\(use \.item\(\) for"):
         F.equilibrium_matrix(A, torch.tensor(0.8), DELTA)
     with pytest.raises(ValueError, match="delta=1e-50 is 0 in float32"):
         F.end_to_end(A.float(), B.float(), GAMMA, 1e-50)

@@ -55,6 +55,13 @@ def test_interval_ends():
     assert V.nonnegative_real("lam", 0) == 0.0
 
 
+def test_interval_names_itself_for_nan():
+    with pytest.raises(ValueError, match=r"gamma must lie in \(0, 1\).*got gamma=nan"):
+        V.interval("gamma", math.nan, 0, 1, closed=(False, False))
+    with pytest.raises(TypeError, match="gamma must be a real number"):
+        V.interval("gamma", "0.5", 0, 1)
+
+
 @pytest.mark.parametrize("value", [10.0, np.float64(3.0), 2.5, "3", True, None])
 def test_integer_refuses_everything_but_integers(value):
     with pytest.raises(TypeError, match="max_iter must be an integer"):
