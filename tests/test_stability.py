@@ -244,9 +244,9 @@ def test_splitting_step_keeps_the_fixed_points_of_the_relu_equation():
     "kwargs, match",
     [
         ({"width": 0}, "width must be an integer >= 1"),
-        ({"width": 4, "m": 0}, "m must be a positive finite number .*monotonicity margin"),
-        ({"width": 4, "m": -1.0}, "m must be a positive finite number .*monotonicity margin"),
-        ({"width": 4, "m": float("nan")}, "m must be a positive finite number .*monotonicity margin"),
+        ({"width": 4, "m": 0}, "m must be a positive finite number .*margin"),
+        ({"width": 4, "m": -1.0}, "m must be a positive finite number .*margin"),
+        ({"width": 4, "m": float("nan")}, "m must be a positive finite number .*margin"),
         ({"width": 4, "init_scale": -1.0}, r"init_scale must lie in \[0, inf\)"),
     ],
 )
