@@ -30,7 +30,10 @@ __all__ = [
     "integer",
     "positive_integer",
     "boolean",
+    "string",
     "choice",
+    "choices",
+    "integers",
     "floating_dtype",
     "tensor",
     "function",
@@ -153,6 +156,14 @@ def boolean(name: str, value) -> bool:
                     f"of type {type(value).__name__}")
 
 
+def string(name: str, value, meaning: str = "") -> str:
+    """``value`` as a str, if it is one (numpy strings too); a TypeError otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string{_about(meaning)}; got {name}={value!r} "
+                        f"of type {type(value).__name__}")
+    return str(value)
+
+
 def choice(name: str, value, options: Sequence[str]) -> str:
     """``value`` if it is one of the strings ``options`` (numpy strings accepted).
 
@@ -167,6 +178,38 @@ def choice(name: str, value, options: Sequence[str]) -> str:
     if value not in options:
         raise ValueError(f"{name} must be one of {listed}; got {name}={value!r}")
     return str(value)
+
+
+def choices(name: str, value, options: Sequence[str]) -> list[str]:
+    """``value`` as a list of strings from ``options``: one string (numpy strings too) is one
+    choice, not a sequence of letters (``models="linear"`` is ``["linear"]``).
+
+    Raises:
+        TypeError: neither a string nor a sequence of strings.
+        ValueError: a string that is not one of ``options``.
+    """
+    if isinstance(value, str):
+        return [choice(name, value, options)]
+    if not isinstance(value, Sequence) or isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"{name} must be one of {', '.join(repr(o) for o in options)} or a list "
+                        f"of them; got {name}={value!r} of type {type(value).__name__}")
+    return [choice(f"{name}[{i}]", v, options) for i, v in enumerate(value)]
+
+
+def integers(name: str, value, meaning: str = "", *, minimum: int | None = None) -> list[int]:
+    """``value`` as a list of ints: one integer is a list of one; a string is refused
+    (``seeds="01"`` is not seeds 0 and 1).
+
+    Raises:
+        TypeError: not an integer or a sequence of integers (a string; a float inside).
+        ValueError: an entry below ``minimum``.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return [integer(name, value, meaning, minimum=minimum)]
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be an integer or a list of integers{_about(meaning)}; got "
+                        f"{name}={value!r} of type {type(value).__name__}")
+    return [integer(f"{name}[{i}]", v, meaning, minimum=minimum) for i, v in enumerate(value)]
 
 
 def floating_dtype(name: str, value, allowed: Sequence[torch.dtype] = (torch.float32,
