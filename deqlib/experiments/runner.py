@@ -69,7 +69,7 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
     """
     models = validate.choices("models", models, MODELS)        # "linear" is one model
     losses = validate.choices("losses", losses, LOSSES)
-    seeds = validate.integers("seeds", seeds, "one run per seed", minimum=0)   # "01" refused
+    seeds = validate.integers("seeds", seeds, minimum=0)   # "01" refused
     progress = validate.boolean("progress", progress)
     summary, figure = validate.boolean("summary", summary), validate.boolean("figure", figure)
     dtype = _dtype_name(None)            # what the models will be made in: torch's default now
