@@ -298,26 +298,31 @@ class _DELMClosedForm(torch.autograd.Function):
     ∂B = Pᵀ = GUᵀ, ∂A = :func:`_grad_A` (the one further m×m×m product is A C).
     """
 
-    @staticmethod
-    def forward(ctx, Phi, A, B, gamma, delta):
-        C, N, L = _factor(A, gamma, delta)
-        V = torch.cholesky_solve(B.mT, L)  # (m, m_y) = U Bᵀ
-        ctx.save_for_backward(Phi, A, B, C, N, L, V)
-        ctx.gamma, ctx.delta = gamma, delta
-        return Phi @ V
+    generate_vmap_rule = True     # torch.func.vmap (and jacfwd, hessian) batch the formulas
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def forward(Phi, A, B, gamma, delta):
+        C, N, L = _factor(A, gamma, delta)
+        V = torch.cholesky_solve(B.mT, L)  # (m, m_y) = U Bᵀ
+        return Phi @ V, C, N, L, V         # the factors are outputs so that torch.func can save them
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        Phi, A, B, gamma, delta = inputs
+        _, C, N, L, V = output
+        ctx.mark_non_differentiable(C, N, L, V)
+        ctx.save_for_backward(Phi, A, B, C, N, L, V)
+        ctx.gamma, ctx.delta = gamma, delta
+
+    @staticmethod
+    def backward(ctx, grad_out, *_):
         Phi, A, B, C, N, L, V = ctx.saved_tensors
         if torch.is_grad_enabled():
-            # create_graph=True (a gradient penalty, a Hessian): the formulas below are not
-            # themselves differentiated, so differentiate the same map written in plain
-            # autograd operations instead; its gradients carry their own graph.
-            out = Phi @ torch.cholesky_solve(B.mT, _factor(A, ctx.gamma, ctx.delta)[2])
-            wanted = [t for t, need in zip((Phi, A, B), ctx.needs_input_grad[:3]) if need]
-            grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True))
-            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:3]),
-                    None, None)
+            # create_graph=True (a gradient penalty, a Hessian) or a torch.func transform: the
+            # saved factors carry no graph back to A and B, so recompute them here in
+            # differentiable operations; the formulas below are then differentiated as written
+            C, N, L = _factor(A, ctx.gamma, ctx.delta)
+            V = torch.cholesky_solve(B.mT, L)
         grad_Phi = grad_out @ V.mT if ctx.needs_input_grad[0] else None
         grad_A = grad_B = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
@@ -393,7 +398,7 @@ def deep_equilibrium_linear(
             f"features must have shape (batch, m) = (batch, {A.shape[0]}); "
             f"got {tuple(features.shape)}"
         )
-    out = _DELMClosedForm.apply(features, A, B, gamma, delta)
+    out = _DELMClosedForm.apply(features, A, B, gamma, delta)[0]
     check_finite_output(out, features, A, B)
     return out
 
