@@ -620,7 +620,9 @@ def solve_trust_region(
     Independent of the DEQ: with Q = LLᵀ and w = Lᵀv it becomes a Euclidean trust-region
     problem with H̃ = L⁻¹HL⁻ᵀ, g̃ = L⁻¹g. Its solution is w(λ) = −(H̃ + λI)⁻¹g̃ with the
     multiplier λ ≥ max(0, −λ_min(H̃)) found by bisection on ‖w(λ)‖ = radius (or λ = 0 when
-    the Newton step lies inside). The "hard case" is not handled (it has measure zero).
+    the Newton step lies inside). In the "hard case" (g̃ orthogonal to the eigenvectors of
+    λ_min(H̃) ≤ 0, with ‖w(−λ_min)‖ ≤ radius) λ = −λ_min and the step is completed to the
+    boundary along a bottom eigenvector (one of the minimisers).
 
     Args:
         g: (d,); H: (d, d) symmetric; Q: (d, d) symmetric positive definite.
@@ -657,8 +659,24 @@ def solve_trust_region(
         return (a / (evals + lam)).norm().item()
 
     lo = max(0.0, -evals[0].item())
+    scale = max(evals.abs().max().item(), 1e-300)
+    bottom = evals - evals[0] <= 1e-12 * scale      # the eigenspace of λ_min(H̃)
+    rest = ~bottom
     if lo == 0.0 and evals[0] > 0 and norm_w(0.0) <= radius:
         lam = 0.0
+    elif (evals[0] <= 0 and a[bottom].norm() <= 1e-12 * max(a.norm().item(), 1e-300)
+          and (a[rest] / (evals[rest] + lo)).norm() <= radius):
+        # the hard case: g̃ has no component along the bottom eigenvectors, so ‖w(λ)‖ stays
+        # below the radius as λ → −λ_min; the minimiser is w(−λ_min) plus a multiple of a
+        # bottom eigenvector that reaches the boundary (it used to come out as 0/0 = NaN)
+        lam = lo
+        coef = torch.zeros_like(a)
+        coef[rest] = -a[rest] / (evals[rest] + lam)
+        first = int(bottom.nonzero()[0, 0])
+        coef[first] = math.sqrt(max(radius**2 - coef.pow(2).sum().item(), 0.0))
+        w = V @ coef
+        v = torch.linalg.solve_triangular(L.T, w.reshape(-1, 1), upper=True).reshape(-1)
+        return v, lam
     else:
         lo = lo + 1e-300
         hi = max(1.0, lo * 2)

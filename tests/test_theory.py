@@ -432,3 +432,25 @@ def test_the_driver_warns_when_the_loss_rises_and_raises_when_it_blows_up():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             T.gradient_descent((A, B), Phi, Y, eta=1e3, steps=100)
+
+
+def test_trust_region_hard_case_is_solved_not_nan():
+    # g = 0 and H indefinite: the bisection used to return a NaN minimiser
+    g = torch.zeros(3, dtype=F64)
+    H = torch.diag(torch.tensor([-1.0, 1.0, 2.0], dtype=F64))
+    Q = torch.eye(3, dtype=F64)
+    v, lam = T.solve_trust_region(g, H, Q, 0.5)
+    assert lam == 1.0 and torch.isfinite(v).all()
+    assert_close(v.abs(), torch.tensor([0.5, 0.0, 0.0], dtype=F64))   # ±radius·e₁
+    # g along the other eigenvectors only, with a Q that is not I: the KKT conditions hold
+    g = torch.tensor([0.0, 0.3, -0.2], dtype=F64)
+    Q = torch.diag(torch.tensor([4.0, 1.0, 1.0], dtype=F64))
+    v, lam = T.solve_trust_region(g, H, Q, 1.0)
+    assert torch.sqrt(v @ Q @ v).item() == pytest.approx(1.0, rel=1e-12)        # on the boundary
+    assert_close((H + lam * Q) @ v, -g, rtol=0, atol=1e-12)                        # stationary
+    assert torch.linalg.eigvalsh(H + lam * Q)[0] >= -1e-12                          # PSD
+    value = g @ v + 0.5 * v @ H @ v
+    for seed in range(20):                  # no feasible point does better
+        u = torch.randn(3, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        u = u / torch.sqrt(u @ Q @ u)
+        assert value <= g @ u + 0.5 * u @ H @ u + 1e-12
