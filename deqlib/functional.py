@@ -304,7 +304,7 @@ class _DELMClosedForm(torch.autograd.Function):
     def forward(Phi, A, B, gamma, delta):
         C, N, L = _factor(A, gamma, delta)
         V = torch.cholesky_solve(B.mT, L)  # (m, m_y) = U Bᵀ
-        return Phi @ V, C, N, L, V         # the factors are outputs so that torch.func can save them
+        return Phi @ V, C, N, L, V    # factors as outputs: setup_context saves them
 
     @staticmethod
     def setup_context(ctx, inputs, output):
