@@ -550,3 +550,10 @@ def test_a_model_whose_runs_all_diverged_is_named_in_the_legend():
     fig = experiments.plot_curves(records)
     texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert texts == ["linear, same W₀ (2 seeds)", "deep linear, depth 2, all 2 diverged"], texts
+
+
+def test_run_full_datasets_and_plot_curves_check_their_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"datasets\[0\] must be one of 'mnist', .*'imagenet'"):
+        experiments.run_full_datasets(tmp_path, datasets=["imagenet"], allow_cpu=True)
+    with pytest.raises(TypeError, match="spread must be one of 'range', 'std'"):
+        experiments.plot_curves([], spread=None)

@@ -148,15 +148,13 @@ def run_full_datasets(out: str | Path = "results", *, datasets: Sequence[str] = 
     Raises:
         RuntimeError: no CUDA device and ``allow_cpu=False``.
     """
+    datasets = validate.choices("datasets", datasets, FULL_DATASETS)     # "mnist" is one
     dev = resolve_device(device)
     if dev.type != "cuda" and not allow_cpu:
         raise RuntimeError(
             f"run_full_datasets trains {len(datasets)} datasets at m up to 3,072 and wants a GPU; "
             f"the device here is {dev.type!r}. On Colab: Runtime > Change runtime type > GPU. "
             "To run on this device anyway, pass allow_cpu=True (hours on a CPU).")
-    for name in datasets:
-        if name not in FULL_DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; choose from {FULL_DATASETS}")
     results = {}
     bar = None
     if progress:
