@@ -401,7 +401,7 @@ def gradient_descent(
         loss: ``"square"`` or ``"cross_entropy"``; gamma, delta: the DELM's γ and δ.
         record_every: record every k-th step (and the last).
         record: ``record(s)`` with a :class:`DescentStep` at each recorded step; the dict it
-            returns is appended to :attr:`Descent.records` name by name (None: nothing).
+            returns is appended to ``Descent.records`` name by name (None: nothing).
 
     Returns:
         :class:`Descent`.
