@@ -337,7 +337,7 @@ def test_full_datasets_run_and_resume_from_files_on_disk(tmp_path, monkeypatch):
     assert len(first["mnist"]) == 1 and (tmp_path / "out" / "mnist" / "runs").is_dir()
     monkeypatch.setattr(experiments.runner, "fit", lambda *a, **k: pytest.fail("retrained"))
     assert experiments.run_full_datasets(tmp_path / "out", **options) == first
-    with pytest.raises(ValueError, match=r"datasets\[0\] must be one of 'mnist', .*got datasets\[0\]='digits'"):
+    with pytest.raises(ValueError, match=r"datasets\[0\] must be one of 'mnist', .*'digits'"):
         experiments.run_full_datasets(tmp_path, datasets=["digits"], allow_cpu=True)
 
 
