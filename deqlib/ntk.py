@@ -27,7 +27,6 @@ Three kernels on n inputs X (n, d), each an (n, n) matrix:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import validate
 from .functional import _gaussian
 from .implicit import DEQ
 from .solvers import ConvergenceError, picard
@@ -61,17 +61,6 @@ def _check_X(X, *, d: int | None = None) -> Tensor:
     if not X.is_floating_point():
         raise TypeError(f"X must be floating point; got {X.dtype}: convert it with X.double()")
     return X
-
-
-def _positive(name: str, value, *, below_one: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0; got {name}={value!r}")
-    if below_one and not value < 1:
-        raise ValueError(
-            f"{name} must lie in (0, 1) so that the infinite-width recursion contracts; "
-            f"got {name}={value!r}"
-        )
-    return float(value)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -110,14 +99,12 @@ class WideTanhDEQ(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        for name, value in (("in_features", in_features), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
-        self.in_features, self.width = int(in_features), int(width)
-        self.sigma_w, self.sigma_u = _positive("sigma_w", sigma_w), _positive("sigma_u", sigma_u)
+        self.in_features = validate.positive_integer("in_features", in_features)
+        self.width = validate.positive_integer("width", width)
+        self.sigma_w = validate.positive_real("sigma_w", sigma_w)
+        self.sigma_u = validate.positive_real("sigma_u", sigma_u)
         dtype = torch.get_default_dtype() if dtype is None else dtype
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"WideTanhDEQ computes in float32 or float64; got dtype={dtype}")
+        validate.floating_dtype("dtype", dtype)     # WideTanhDEQ computes in float32 or float64
         like = torch.empty(0, dtype=dtype)
         self.W_hat = nn.Parameter(_gaussian((width, width), 1.0, generator, like))
         self.U_hat = nn.Parameter(_gaussian((width, in_features), 1.0, generator, like))
@@ -312,8 +299,13 @@ def infinite_width_ntk(X: Tensor, *, sigma_w: float = 0.4, sigma_u: float = 1.0,
         :class:`InfiniteWidthKernels`.
     """
     X = _check_X(X)
-    sigma_w = _positive("sigma_w", sigma_w, below_one=True)
-    sigma_u = _positive("sigma_u", sigma_u)
+    sigma_w = validate.interval("sigma_w", sigma_w, 0, 1,
+                                "so that the infinite-width recursion contracts",
+                                closed=(False, False))
+    sigma_u = validate.positive_real("sigma_u", sigma_u)
+    tol = validate.positive_real("tol", tol, "the recursion's stopping rule")
+    max_iter = validate.positive_integer("max_iter", max_iter)
+    nodes = validate.positive_integer("nodes", nodes, "quadrature points per dimension")
     injection = sigma_u**2 / X.shape[1] * X @ X.T
     if not bool(injection.diagonal().gt(0).all()):
         raise ValueError("every input needs a nonzero norm: a zero row of X has zero variance")

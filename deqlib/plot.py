@@ -33,13 +33,14 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import numbers
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
+
+from . import validate
 
 __all__ = [
     "PALETTE",
@@ -148,12 +149,8 @@ def subplots(
     The default width grows with ``ncols`` (5.5 inches per column from two columns on) so that
     side-by-side panels stay legible at the page's width.
     """
-    for name, value in (("nrows", nrows), ("ncols", ncols)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be a positive integer; got {name}={value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
-    nrows, ncols = int(nrows), int(ncols)   # numpy integers too
+    nrows = validate.positive_integer("nrows", nrows)    # numpy integers too
+    ncols = validate.positive_integer("ncols", ncols)
     if figsize is None:
         width, height = STYLE["figure.figsize"]
         figsize = (
@@ -309,17 +306,24 @@ def bars(
     """Bar chart of one number per name (accuracy, time, memory…), each bar labelled with it."""
     if not values:
         raise ValueError("bars needs at least one value; got an empty mapping")
+    names = list(values)
+    heights = [_height(n, values[n]) for n in names]    # checked before a figure is made
     with style():
         if ax is None:
             fig, ax = subplots(figsize=figsize or (max(3.0, 1.1 * len(values) + 1.5), 3.4))
-        names = list(values)
-        heights = [float(values[n]) for n in names]
         colors = [color(n) or _CYCLE[i % len(_CYCLE)] for i, n in enumerate(names)]
         drawn = ax.bar(names, heights, color=colors)
         ax.bar_label(drawn, labels=[fmt.format(h) for h in heights], fontsize=9)
         ax.set(ylabel=ylabel, title=title, yscale=yscale)
         ax.grid(axis="x", visible=False)
     return ax.figure
+
+
+def _height(name, value) -> float:
+    """One bar's height: a real number (a one-element tensor too), finite."""
+    if hasattr(value, "detach") and value.numel() == 1:
+        value = value.detach().cpu().item()
+    return validate.real(f"values[{name!r}]", value, "the height of its bar")
 
 
 def image_grid(
@@ -351,7 +355,8 @@ def image_grid(
         raise ValueError(f"image_grid needs shape (n, h, w) with n >= 1; got {images.shape}")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"got {len(labels)} labels for {len(images)} images")
-    ncols = min(ncols, len(images))
+    ncols = min(validate.positive_integer("ncols", ncols), len(images))
+    size = validate.positive_real("size", size, "inches per image")
     nrows = math.ceil(len(images) / ncols)
     fig, axes = subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
     with style():

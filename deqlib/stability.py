@@ -30,24 +30,17 @@ z ↦ ReLU(z − α((I − W)z − v)) has the same fixed points for every α > 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .validate import positive_real
+from . import validate
 
 __all__ = ["jacobian_penalty", "MonotoneLinear", "REDUCTIONS"]
 
 #: How :func:`jacobian_penalty` combines the per-sample estimates.
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
-    return int(value)
 
 
 def jacobian_penalty(
@@ -113,11 +106,11 @@ def jacobian_penalty(
             f"z must have a batch dimension and at least one entry per sample, shape "
             f"(batch, ...); got shape {tuple(z.shape)}: add a batch dimension with z[None]"
         )
-    samples = _positive_int("samples", samples)
+    samples = validate.positive_integer("samples", samples, "random probes per sample")
+    exact = validate.boolean("exact", exact)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None; got {generator!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got reduction={reduction!r}")
+    reduction = validate.choice("reduction", reduction, REDUCTIONS)
     with torch.enable_grad():
         z = z.detach().requires_grad_()
         fz = f(z)
@@ -188,23 +181,12 @@ class MonotoneLinear(nn.Module):
         device=None,
     ):
         super().__init__()
-        self.width = _positive_int("width", width)
-        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not 0 < m < math.inf:
-            raise ValueError(
-                f"m (the monotonicity margin, I − W ⪰ mI) must be a positive finite number; "
-                f"got m={m!r}"
-            )
-        self.m = float(m)
-        if (
-            isinstance(init_scale, bool)
-            or not isinstance(init_scale, numbers.Real)
-            or not 0 <= init_scale < math.inf
-        ):
-            raise ValueError(f"init_scale must be a finite number >= 0; got {init_scale!r}")
+        self.width = validate.positive_integer("width", width)
+        self.m = validate.positive_real("m", m, "the monotonicity margin, I − W ⪰ mI")
+        init_scale = validate.nonnegative_real("init_scale", init_scale)
         dtype = torch.get_default_dtype() if dtype is None else dtype
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"MonotoneLinear computes in float32 or float64; got dtype={dtype}")
-        std = float(init_scale) / math.sqrt(self.width)
+        validate.floating_dtype("dtype", dtype)     # MonotoneLinear computes in float32/float64
+        std = init_scale / math.sqrt(self.width)
         shape = (self.width, self.width)
         draw = lambda: std * torch.randn(shape, generator=generator, dtype=dtype)  # noqa: E731
         self.A = nn.Parameter(draw().to(device))
@@ -253,7 +235,7 @@ class MonotoneLinear(nn.Module):
             raise ValueError(
                 f"the injection v must have shape (batch, {self.width}); got {got}"
             )
-        alpha = self.step_size() if alpha is None else positive_real(
+        alpha = self.step_size() if alpha is None else validate.positive_real(
             "alpha", alpha, "the splitting step")
         with torch.no_grad():
             W = self.weight().detach()

@@ -20,13 +20,12 @@ Conventions (used by every function here):
 from __future__ import annotations
 
 import math
-import numbers
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from . import validate
 from .functional import (
     LOSSES,
     check_constants,
@@ -36,6 +35,7 @@ from .functional import (
     equilibrium_matrix,
     sigma,
 )
+from .solvers import warn_at_caller
 from .validate import positive_real
 
 __all__ = [
@@ -50,6 +50,9 @@ __all__ = [
     "jacobian",
     "preconditioner",
     "FlowRecord",
+    "Descent",
+    "DescentStep",
+    "gradient_descent",
     "gradient_flow",
     "linear_gradient_flow",
     "delm_gradient_descent",
@@ -94,18 +97,6 @@ def _check_data(Phi: Tensor, Y: Tensor, *, m: int | None = None, m_y: int | None
         )
 
 
-def _check_step(eta, steps, record_every) -> tuple[float, int, int]:
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta < math.inf:
-        raise ValueError(
-            f"eta, the step of gradient descent, must be a positive number "
-            f"(a negative step climbs the loss); got eta={eta!r}"
-        )
-    for name, value, low in (("steps", steps, 0), ("record_every", record_every, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}; got {name}={value!r}")
-    return float(eta), int(steps), int(record_every)
-
-
 def s_min_U_squared(A: Tensor, gamma: float, delta: float) -> Tensor:
     """s_min(U)², U's smallest singular value squared: ≥ 1 for every A.
 
@@ -139,7 +130,8 @@ def pl_constant_square(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
         raise ValueError(f"Phi must be a non-empty matrix, features as columns; got {got}")
     _check_finite("Phi", Phi)
     eig = torch.linalg.eigvalsh(Phi @ Phi.T)
-    rtol = Phi.shape[0] * torch.finfo(Phi.dtype).eps if rtol is None else rtol
+    rtol = (Phi.shape[0] * torch.finfo(Phi.dtype).eps if rtol is None
+            else validate.nonnegative_real("rtol", rtol, "relative to λ_max"))
     positive = eig[eig > rtol * eig.max()]
     if positive.numel() == 0:
         raise ValueError("Phi is zero (to rounding): ΦΦᵀ has no positive eigenvalue, so no PL "
@@ -151,8 +143,7 @@ def pl_constant_square(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
 
 
 def _check_loss(loss: str) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}; got loss={loss!r}")
+    validate.choice("loss", loss, LOSSES)
 
 
 def _check_shallow(W: Tensor, Phi: Tensor, Y: Tensor, loss: str) -> None:
@@ -208,15 +199,23 @@ def optimum_cross_entropy(
     infimum 0 is approached as ‖W‖ → ∞ and this raises ValueError.
     """
     _check_data(Phi, Y)
+    tol = validate.positive_real("tol", tol, "Newton's stopping rule on ‖∇ℒ‖")
+    max_iter = validate.positive_integer("max_iter", max_iter)
+    dtype = Phi.dtype
+    # in float64 whatever the input: float32's rounding stalls Newton above tol, which used to
+    # be reported as separable data
+    Phi, Y = Phi.double(), Y.double()
     m_y, m = Y.shape[0], Phi.shape[0]
     W = torch.zeros(m_y, m, dtype=Phi.dtype, device=Phi.device)
     value = shallow_loss(W, Phi, Y, "cross_entropy")
+    separable = False
     for _ in range(max_iter):
         g = shallow_gradient(W, Phi, Y, "cross_entropy").reshape(-1)
         if value.item() < 1e-6 * Phi.shape[1]:
-            break  # ℒ > 0 for every finite W: a value near 0 means ‖W‖ runs off to infinity
+            separable = True  # ℒ > 0 for every finite W: a value near 0 means ‖W‖ → ∞
+            break
         if g.norm() <= tol * max(1.0, value.item()):
-            return value
+            return value.to(dtype)
         H = shallow_hessian(W, Phi, Y, "cross_entropy")
         step = -(torch.linalg.pinv(H, hermitian=True) @ g)  # H is singular: softmax's shift
         t = 1.0
@@ -228,10 +227,17 @@ def optimum_cross_entropy(
             t /= 2
         W, value = trial, new
         if W.norm() > 1e6:
+            separable = True
             break
+    if separable:
+        raise ValueError(
+            "cross-entropy did not reach a minimiser: the data look linearly separable, "
+            "where the infimum is not attained (use overlapping classes or label noise)"
+        )
     raise ValueError(
-        "cross-entropy did not reach a minimiser: the data look linearly separable, "
-        "where the infimum is not attained (use overlapping classes or label noise)"
+        f"Newton's method did not reach tol={tol:g} in max_iter={max_iter} steps (‖∇ℒ‖ = "
+        f"{g.norm().item():.3g} at ℒ = {value.item():.6g}, ‖W‖ = {W.norm().item():.3g}, so the "
+        "data do not look separable): raise max_iter or tol"
     )
 
 
@@ -305,6 +311,174 @@ def _check_run(A0: Tensor, B0: Tensor, Phi: Tensor, Y: Tensor, gamma, delta, los
     return gamma, delta
 
 
+@dataclass
+class Descent:
+    """A run of :func:`gradient_descent`: the final parameters and what was recorded.
+
+    ``step``, ``t`` (= η·k) and ``loss`` (ℒ before step k, and after the last) have one entry
+    per recorded step; ``records`` holds, by name, the values ``record`` returned there.
+    """
+
+    params: tuple
+    W: Tensor
+    step: list = field(default_factory=list)
+    t: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    records: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DescentStep:
+    """What :func:`gradient_descent` passes to ``record`` at step k (before the k-th update).
+
+    ``params`` and ``grads`` are ``(A, B)`` and ``(∂L/∂A, ∂L/∂B)`` for the DELM, ``(W,)`` and
+    ``(G,)`` for the linear model; ``W`` is the end-to-end matrix, ``G`` = ∇ℒ(W).
+    """
+
+    k: int
+    t: float
+    W: Tensor
+    loss: Tensor
+    G: Tensor
+    params: tuple
+    grads: tuple
+
+
+def _loss_and_gradient(W: Tensor, Phi: Tensor, Y: Tensor, loss: str) -> tuple[Tensor, Tensor]:
+    """ℒ(W) and ∇ℒ(W) from one product WΦ (unchecked: the driver checked once)."""
+    Q = W @ Phi
+    if loss == "square":
+        R = Q - Y
+        return R.pow(2).sum(), (2 * R) @ Phi.T
+    return -(Y * torch.log_softmax(Q, dim=0)).sum(), (torch.softmax(Q, dim=0) - Y) @ Phi.T
+
+
+def _largest_curvature(M: Tensor, W: Tensor, loss: str, iters: int = 30) -> float:
+    """λ_max of the Hessian of V ↦ ℒ(VM) at V = W (M: m×n): exactly for the square loss
+    (2 s_max(M)²), from below by power iteration for cross-entropy."""
+    if loss == "square":
+        return 2 * torch.linalg.eigvalsh(M @ M.T)[-1].item()
+    P = torch.softmax(W @ M, dim=0)                           # (m_y, n)
+    V = torch.randn(W.shape, generator=torch.Generator().manual_seed(0), dtype=W.dtype)
+    V, lam = V.to(W.device), 0.0                               # a fixed start: reproducible
+    for _ in range(iters):                                    # Rayleigh quotients ≤ λ_max
+        V = V / V.norm()
+        Z = V @ M
+        HV = (P * Z - P * (P * Z).sum(0, keepdim=True)) @ M.T
+        lam, V = (V * HV).sum().item(), HV
+        if V.norm() == 0:
+            break
+    return lam
+
+
+def gradient_descent(
+    start,
+    Phi: Tensor,
+    Y: Tensor,
+    *,
+    eta: float,
+    steps: int,
+    loss: str = "square",
+    gamma: float = 0.8,
+    delta: float = 1e-6,
+    record_every: int = 1,
+    record=None,
+) -> Descent:
+    r"""Gradient descent with step η on the DELM's (A, B), or on the linear model's W.
+
+    The one driver behind :func:`gradient_flow`, :func:`delm_gradient_descent`,
+    :func:`linear_gradient_flow` and :func:`deqlib.experiments.gd_loss_gap`. Each step is
+    θ ← θ − η ∇_θ L with the closed-form gradients (:func:`~deqlib.functional.delm_gradients`
+    for the DELM), on the loss summed over samples: for a step ``lr`` on the mean loss pass
+    ``eta = lr / n``.
+
+    Args:
+        start: ``(A0, B0)`` (m×m, m_y×m) for the DELM, or the m_y×m matrix ``W0`` for the
+            linear model W ↦ ℒ(W).
+        Phi: m×n features as columns (``model.features(X).T``); Y: m_y×n targets (one-hot
+            for cross-entropy).
+        eta: the step η > 0; steps: the number of steps (≥ 0).
+        loss: ``"square"`` or ``"cross_entropy"``; gamma, delta: the DELM's γ and δ.
+        record_every: record every k-th step (and the last).
+        record: ``record(s)`` with a :class:`DescentStep` at each recorded step; the dict it
+            returns is appended to ``Descent.records`` name by name (None: nothing).
+
+    Returns:
+        :class:`Descent`.
+
+    Raises:
+        FloatingPointError: the loss became NaN or Inf (the step is far too large).
+
+    Warns:
+        RuntimeWarning: η is above gradient descent's stability limit 2/λ at the start, λ the
+        largest curvature of the loss (for the DELM, along B alone: a lower bound, so the
+        warning is never a false alarm); or the loss rose by more than 0.1% of its start along
+        the run. Either way the steps do not follow the gradient flow.
+    """
+    delm = isinstance(start, (tuple, list))
+    if delm:
+        if len(start) != 2:
+            raise ValueError(f"start must be (A0, B0) for the DELM or W0 for the linear model; "
+                             f"got a sequence of {len(start)}")
+        gamma, delta = _check_run(start[0], start[1], Phi, Y, gamma, delta, loss)
+        params = tuple(t.detach().clone() for t in start)
+    else:
+        _check_shallow(start, Phi, Y, loss)
+        if Phi.dtype != start.dtype or Y.dtype != start.dtype:
+            raise TypeError(f"W0, Phi and Y must share one dtype; got W0 {start.dtype}, "
+                            f"Phi {Phi.dtype}, Y {Y.dtype}")
+        params = (start.detach().clone(),)
+    eta = positive_real("eta", eta,
+                        "the step of gradient descent; a negative one climbs the loss")
+    steps = validate.integer("steps", steps, minimum=0)
+    record_every = validate.positive_integer("record_every", record_every)
+    if record is not None:
+        validate.function("record", record, "record(step) -> dict")
+    run = Descent(params=params, W=params[-1])
+    first = peak = None
+    for k in range(steps + 1):
+        W = end_to_end(*params, gamma, delta) if delm else params[0]
+        L, G = _loss_and_gradient(W, Phi, Y, loss)
+        value = L.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"the loss became {value} at step {k} (t = {eta * k:g}) with eta={eta:g}: the "
+                "step is above gradient descent's stability limit, so the steps do not follow "
+                "the gradient flow; take a smaller eta")
+        if k == 0:
+            first = peak = value
+            M = equilibrium_matrix(params[0], gamma, delta) @ Phi if delm else Phi
+            curvature = _largest_curvature(M, params[1] if delm else W, loss)
+            limit = 2 / curvature if curvature > 0 else math.inf
+            if eta > limit:
+                warn_at_caller(
+                    f"eta={eta:.4g} is above gradient descent's stability limit, about "
+                    f"{limit:.4g} at the start (2 over the loss's largest curvature"
+                    f"{' along B' if delm else ''}): the steps oscillate or diverge instead of "
+                    f"following the gradient flow; take eta below {limit:.3g}", RuntimeWarning)
+        peak = max(peak, value)
+        grads = delm_gradients(*params, G, gamma, delta) if delm else (G,)
+        if k % record_every == 0 or k == steps:
+            run.step.append(k)
+            run.t.append(eta * k)
+            run.loss.append(value)
+            if record is not None:
+                extra = record(DescentStep(k, eta * k, W, L, G, params, grads))
+                for name, v in (extra or {}).items():
+                    run.records.setdefault(name, []).append(v)
+        if k == steps:
+            break
+        params = tuple(p - eta * g for p, g in zip(params, grads))
+    run.params, run.W = params, W
+    if peak > first + 1e-3 * abs(first):
+        # gradient flow never increases the loss; steps that do are not following it
+        warn_at_caller(
+            f"the loss rose from {first:.4g} to {peak:.4g} along the run with eta={eta:g}: the "
+            "step is too large for gradient descent to follow the gradient flow, and the "
+            "flow's bound does not describe these steps; take a smaller eta", RuntimeWarning)
+    return run
+
+
 def gradient_flow(
     A0: Tensor,
     B0: Tensor,
@@ -324,7 +498,8 @@ def gradient_flow(
 
     Time t = η·k after k steps; ∫λ_min(P_t) dt is the left Riemann sum η Σ_j λ_min(P_{t_j}),
     with P computed densely at every step (small m, m_y only). Use float64: the bound
-    holds with margins as thin as 0.9987, which float32 cannot resolve.
+    holds with margins as thin as 0.9987, which float32 cannot resolve. The steps are
+    :func:`gradient_descent`'s (with its warnings).
 
     Args:
         A0, B0: the start (m×m, m_y×m).
@@ -339,7 +514,10 @@ def gradient_flow(
         :class:`FlowRecord`, with the final A and B.
     """
     gamma, delta = _check_run(A0, B0, Phi, Y, gamma, delta, loss)
-    eta, steps, record_every = _check_step(eta, steps, record_every)
+    eta_ = positive_real("eta", eta,
+                         "the step of gradient descent; a negative one climbs the loss")
+    last = validate.integer("steps", steps, minimum=0)
+    record_every = validate.positive_integer("record_every", record_every)
     if Phi.dtype != torch.float64:
         raise ValueError(
             f"gradient_flow needs float64 (the bound's margins are below float32's "
@@ -353,52 +531,36 @@ def gradient_flow(
         optimum = (
             optimum_square_loss(Phi, Y) if loss == "square" else optimum_cross_entropy(Phi, Y)
         ).item()
-    A, B = A0.detach().clone(), B0.detach().clone()
     rec = FlowRecord(optimum=optimum, mu=mu)
-    integral = integral_s_min = 0.0
-    gap0 = None
-    for k in range(steps + 1):
-        W = end_to_end(A, B, gamma, delta)
-        L = shallow_loss(W, Phi, Y, loss)
-        # the gradient lemma's closed forms (tested against autograd), cheaper than autograd
-        G = shallow_gradient(W, Phi, Y, loss)
-        gA, gB = delm_gradients(A, B, G, gamma, delta)
+    acc = {"integral": 0.0, "integral_s_min": 0.0, "gap0": None}
+    # the integral needs λ_min(P) at every step, so the driver records every step and this
+    # keeps every record_every-th (and the last)
+
+    def observe(s: DescentStep) -> None:
+        A, B = s.params
         lam = torch.linalg.eigvalsh(preconditioner(A, B, gamma, delta))[0].item()
         smin = s_min_U_squared(A, gamma, delta).item()
-        gap = L.item() - optimum
-        if not math.isfinite(gap):
-            raise FloatingPointError(
-                f"the loss became {L.item()} at step {k} (t = {eta * k:g}) with eta={eta:g}: the "
-                "step is above gradient descent's stability limit, so the steps do not follow "
-                "the gradient flow; take a smaller eta")
-        gap0 = gap if gap0 is None else gap0
-        if k % record_every == 0 or k == steps:
-            t = eta * k
-            rec.t.append(t)
-            rec.loss.append(L.item())
+        gap = s.loss.item() - optimum
+        acc["gap0"] = gap if acc["gap0"] is None else acc["gap0"]
+        if s.k % record_every == 0 or s.k == last:
+            gap0 = acc["gap0"]
+            rec.t.append(s.t)
+            rec.loss.append(s.loss.item())
             rec.gap.append(gap)
             rec.lam_min_P.append(lam)
             rec.s_min_U_sq.append(smin)
-            rec.grad_A_sq.append(gA.pow(2).sum().item())
-            rec.grad_B_sq.append(gB.pow(2).sum().item())
-            rec.grad_W_sq.append(G.pow(2).sum().item())
-            rec.bound.append(gap0 * math.exp(-2 * mu * integral))
-            rec.bound_s_min.append(gap0 * math.exp(-2 * mu * integral_s_min))
-            rec.bound_one.append(gap0 * math.exp(-2 * mu * t))
-        if k == steps:
-            break
-        integral += eta * lam
-        integral_s_min += eta * smin
-        A = A - eta * gA
-        B = B - eta * gB
-    rec.A, rec.B = A, B
-    if max(rec.loss) > rec.loss[0] + 1e-3 * abs(rec.loss[0]):
-        # gradient flow never increases the loss; steps that do are not following it
-        warnings.warn(
-            f"the loss rose from {rec.loss[0]:.4g} to {max(rec.loss):.4g} along the run with "
-            f"eta={eta:g}: the step is too large for gradient descent to follow the gradient "
-            "flow, and the flow's bound does not describe these steps; take a smaller eta",
-            RuntimeWarning, stacklevel=2)
+            rec.grad_A_sq.append(s.grads[0].pow(2).sum().item())
+            rec.grad_B_sq.append(s.grads[1].pow(2).sum().item())
+            rec.grad_W_sq.append(s.G.pow(2).sum().item())
+            rec.bound.append(gap0 * math.exp(-2 * mu * acc["integral"]))
+            rec.bound_s_min.append(gap0 * math.exp(-2 * mu * acc["integral_s_min"]))
+            rec.bound_one.append(gap0 * math.exp(-2 * mu * s.t))
+        acc["integral"] += eta_ * lam
+        acc["integral_s_min"] += eta_ * smin
+
+    run = gradient_descent((A0, B0), Phi, Y, eta=eta, steps=steps, loss=loss, gamma=gamma,
+                           delta=delta, record_every=1, record=observe)
+    rec.A, rec.B = run.params
     return rec
 
 
@@ -412,17 +574,13 @@ def linear_gradient_flow(
     loss: str = "square",
     record_every: int = 10,
 ) -> tuple[list, list]:
-    """Gradient descent with step η on the linear model's ℒ(W) from W0: (times, losses)."""
-    _check_shallow(W0, Phi, Y, loss)
-    eta, steps, record_every = _check_step(eta, steps, record_every)
-    W = W0.clone()
-    times, losses = [], []
-    for k in range(steps + 1):
-        if k % record_every == 0 or k == steps:
-            times.append(eta * k)
-            losses.append(shallow_loss(W, Phi, Y, loss).item())
-        W = W - eta * shallow_gradient(W, Phi, Y, loss)
-    return times, losses
+    """Gradient descent with step η on the linear model's ℒ(W) from W0: (times, losses).
+
+    :func:`gradient_descent` on W0.
+    """
+    run = gradient_descent(W0, Phi, Y, eta=eta, steps=steps, loss=loss,
+                           record_every=record_every)
+    return run.t, run.loss
 
 
 def delm_gradient_descent(
@@ -440,25 +598,15 @@ def delm_gradient_descent(
 ) -> tuple[Tensor, Tensor, list, list]:
     """Plain gradient descent on L(A, B) = ℒ(BU) with the closed-form gradients (any size).
 
-    Phi holds the features as columns (``model.features(X).T``). No P_t is formed.
+    Phi holds the features as columns (``model.features(X).T``). No P_t is formed; this is
+    :func:`gradient_descent` on (A0, B0).
 
     Returns:
         The final A and B, and the recorded times η·k and losses.
     """
-    gamma, delta = _check_run(A0, B0, Phi, Y, gamma, delta, loss)
-    eta, steps, record_every = _check_step(eta, steps, record_every)
-    A, B = A0.detach().clone(), B0.detach().clone()
-    times, losses = [], []
-    for k in range(steps + 1):
-        W = end_to_end(A, B, gamma, delta)
-        if k % record_every == 0 or k == steps:
-            times.append(eta * k)
-            losses.append(shallow_loss(W, Phi, Y, loss).item())
-        if k == steps:
-            break
-        gA, gB = delm_gradients(A, B, shallow_gradient(W, Phi, Y, loss), gamma, delta)
-        A, B = A - eta * gA, B - eta * gB
-    return A, B, times, losses
+    run = gradient_descent((A0, B0), Phi, Y, eta=eta, steps=steps, loss=loss, gamma=gamma,
+                           delta=delta, record_every=record_every)
+    return *run.params, run.t, run.loss
 
 
 # --- the trust-region Newton relation
@@ -472,7 +620,9 @@ def solve_trust_region(
     Independent of the DEQ: with Q = LLᵀ and w = Lᵀv it becomes a Euclidean trust-region
     problem with H̃ = L⁻¹HL⁻ᵀ, g̃ = L⁻¹g. Its solution is w(λ) = −(H̃ + λI)⁻¹g̃ with the
     multiplier λ ≥ max(0, −λ_min(H̃)) found by bisection on ‖w(λ)‖ = radius (or λ = 0 when
-    the Newton step lies inside). The "hard case" is not handled (it has measure zero).
+    the Newton step lies inside). In the "hard case" (g̃ orthogonal to the eigenvectors of
+    λ_min(H̃) ≤ 0, with ‖w(−λ_min)‖ ≤ radius) λ = −λ_min and the step is completed to the
+    boundary along a bottom eigenvector (one of the minimisers).
 
     Args:
         g: (d,); H: (d, d) symmetric; Q: (d, d) symmetric positive definite.
@@ -482,8 +632,7 @@ def solve_trust_region(
         A tuple of the minimiser v and its KKT multiplier λ.
     """
     radius = positive_real("radius", radius, "the trust region is the ellipsoid ‖v‖_Q ≤ radius")
-    if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
-        raise ValueError(f"iters must be an integer >= 1; got iters={iters!r}")
+    iters = validate.positive_integer("iters", iters, "bisection steps")
     d = g.numel()
     if H.shape != (d, d) or Q.shape != (d, d):
         raise ValueError(
@@ -510,8 +659,24 @@ def solve_trust_region(
         return (a / (evals + lam)).norm().item()
 
     lo = max(0.0, -evals[0].item())
+    scale = max(evals.abs().max().item(), 1e-300)
+    bottom = evals - evals[0] <= 1e-12 * scale      # the eigenspace of λ_min(H̃)
+    rest = ~bottom
     if lo == 0.0 and evals[0] > 0 and norm_w(0.0) <= radius:
         lam = 0.0
+    elif (evals[0] <= 0 and a[bottom].norm() <= 1e-12 * max(a.norm().item(), 1e-300)
+          and (a[rest] / (evals[rest] + lo)).norm() <= radius):
+        # the hard case: g̃ has no component along the bottom eigenvectors, so ‖w(λ)‖ stays
+        # below the radius as λ → −λ_min; the minimiser is w(−λ_min) plus a multiple of a
+        # bottom eigenvector that reaches the boundary (it used to come out as 0/0 = NaN)
+        lam = lo
+        coef = torch.zeros_like(a)
+        coef[rest] = -a[rest] / (evals[rest] + lam)
+        first = int(bottom.nonzero()[0, 0])
+        coef[first] = math.sqrt(max(radius**2 - coef.pow(2).sum().item(), 0.0))
+        w = V @ coef
+        v = torch.linalg.solve_triangular(L.T, w.reshape(-1, 1), upper=True).reshape(-1)
+        return v, lam
     else:
         lo = lo + 1e-300
         hi = max(1.0, lo * 2)
@@ -564,10 +729,8 @@ def trust_region_check(
     ⟨∇ℒ, v⟩ + ½vᵀHv over ‖v‖_Q ≤ Δ equals ε d vec(W)/dt = −εP∇ℒ (KKT with multiplier 1).
     The minimiser is computed independently by :func:`solve_trust_region`.
     """
-    if not (isinstance(eps_fraction, numbers.Real) and 0 < eps_fraction < 1):
-        raise ValueError(
-            f"eps_fraction must lie in (0, 1) so that Q is positive definite; got {eps_fraction!r}"
-        )
+    eps_fraction = validate.interval("eps_fraction", eps_fraction, 0, 1,
+                                     "so that Q is positive definite", closed=(False, False))
     gamma, delta = _check_run(A, B, Phi, Y, gamma, delta, loss)
     W = end_to_end(A, B, gamma, delta)
     g = shallow_gradient(W, Phi, Y, loss).reshape(-1)

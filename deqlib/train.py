@@ -9,7 +9,6 @@ inside torch (or, worse, silently).
 from __future__ import annotations
 
 import math
-import numbers
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import validate
 from .data import Dataset
 from .functional import LOSSES
 
@@ -30,7 +30,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (all devices)."""
-    seed = _integer("seed", seed, minimum=0)
+    seed = validate.integer("seed", seed, minimum=0)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -56,10 +56,9 @@ def loss_fn(name: str, *, num_classes: int, reduction: str = "mean"
     convergence theory uses; ``"mean"`` gives ℒ / n, with the same minimisers (a step η on
     the mean is a step η / n on the sum).
     """
-    if name not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}; got loss={name!r}")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum'; got reduction={reduction!r}")
+    name = validate.choice("loss", name, LOSSES)
+    reduction = validate.choice("reduction", reduction, ("mean", "sum"))
+    num_classes = validate.positive_integer("num_classes", num_classes)
     if name == "cross_entropy":
         return lambda out, y: F.cross_entropy(out, y, reduction=reduction)
 
@@ -88,6 +87,10 @@ class History:
 
     @property
     def last(self) -> dict:
+        """The last row (the last epoch recorded)."""
+        if not self.rows:
+            raise IndexError("this History has no rows yet: fit records epoch 0 before the "
+                             "first step, so an empty history was not made by fit")
         return self.rows[-1]
 
     def __repr__(self) -> str:
@@ -96,22 +99,6 @@ class History:
         last = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in self.last.items() if k != "time")
         return f"History({len(self.rows)} rows; last: {last})"
-
-
-def _integer(name: str, value, *, minimum: int) -> int:
-    """``value`` as an int (numpy integers accepted, bools and floats refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {name}={value!r}")
-    return int(value)
-
-
-def _real(name: str, value, *, positive: bool = False) -> float:
-    """``value`` as a finite float (numpy scalars accepted), > 0 or >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or (value <= 0 if positive else value < 0):
-        need = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"{name} must be {need}; got {name}={value!r}")
-    return float(value)
 
 
 def _check_outputs(model: nn.Module, X: Tensor, num_classes: int) -> None:
@@ -170,33 +157,33 @@ def fit(model: nn.Module, data: Dataset, *, loss: str = "cross_entropy", optimiz
         ValueError: a bad option (named), or a model whose outputs do not match the classes.
         FloatingPointError: the training loss became NaN or Inf (the step is too large).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}; got loss={loss!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got optimizer={optimizer!r}")
+    loss = validate.choice("loss", loss, LOSSES)
+    optimizer = validate.choice("optimizer", optimizer, OPTIMIZERS)
     if not isinstance(data, Dataset):
         raise TypeError("data must be a deqlib.data.Dataset (see deqlib.data.load); got "
                         f"{type(data).__name__}")
-    epochs = _integer("epochs", epochs, minimum=0)
-    seed = _integer("seed", seed, minimum=0)
-    eval_batch_size = _integer("eval_batch_size", eval_batch_size, minimum=1)
+    epochs = validate.integer("epochs", epochs, "passes over the training set", minimum=0)
+    seed = validate.integer("seed", seed, "it seeds the shuffling", minimum=0)
+    eval_batch_size = validate.positive_integer("eval_batch_size", eval_batch_size)
     if batch_size is not None:
-        try:
-            batch_size = _integer("batch_size", batch_size, minimum=1)
-        except ValueError:
-            raise ValueError("batch_size must be a positive integer or None (full batch); "
-                             f"got batch_size={batch_size!r}") from None
-    lr = _real("lr", lr, positive=True)
-    momentum = _real("momentum", momentum)
-    weight_decay = _real("weight_decay", weight_decay)
+        batch_size = validate.positive_integer("batch_size", batch_size,
+                                               "or None for full batch")
+    lr = validate.positive_real("lr", lr, "the step size")
+    momentum = validate.nonnegative_real("momentum", momentum)
+    weight_decay = validate.nonnegative_real("weight_decay", weight_decay)
+    progress = validate.boolean("progress", progress)
     if optimizer == "adam" and momentum != 0:
         raise ValueError(f"momentum={momentum} applies to SGD only; Adam's momentum is its betas. "
                          "Use optimizer='sgd', or drop momentum")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable as callback(model) -> dict; got {callback!r}")
+    if callback is not None:
+        validate.function("callback", callback, "callback(model) -> dict")
     params = list(model.parameters())
     if not params:
         raise ValueError(f"{type(model).__name__} has no parameters to train")
+    if not any(p.requires_grad for p in params):
+        raise ValueError(f"none of {type(model).__name__}'s parameters requires grad (all are "
+                         "frozen), so there is nothing to train: unfreeze some with "
+                         "p.requires_grad_(True)")
 
     dev = resolve_device(device)
     model.to(dev)

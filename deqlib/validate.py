@@ -30,7 +30,10 @@ __all__ = [
     "integer",
     "positive_integer",
     "boolean",
+    "string",
     "choice",
+    "choices",
+    "integers",
     "floating_dtype",
     "tensor",
     "function",
@@ -72,9 +75,11 @@ def interval(name: str, value, low: float, high: float, meaning: str = "", *,
 
     Raises:
         TypeError: not a real number.
-        ValueError: NaN, or outside the interval.
+        ValueError: NaN, or outside the interval (the message names the interval either way).
     """
-    value = real(name, value, meaning, finite=False)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        real(name, value, meaning)                   # raises the TypeError
+    value = float(value)                             # NaN fails both comparisons below
     left = (value >= low) if closed[0] else (value > low)
     right = (value <= high) if closed[1] else (value < high)
     if not (left and right) or math.isinf(value):
@@ -151,6 +156,14 @@ def boolean(name: str, value) -> bool:
                     f"of type {type(value).__name__}")
 
 
+def string(name: str, value, meaning: str = "") -> str:
+    """``value`` as a str, if it is one (numpy strings too); a TypeError otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string{_about(meaning)}; got {name}={value!r} "
+                        f"of type {type(value).__name__}")
+    return str(value)
+
+
 def choice(name: str, value, options: Sequence[str]) -> str:
     """``value`` if it is one of the strings ``options`` (numpy strings accepted).
 
@@ -165,6 +178,38 @@ def choice(name: str, value, options: Sequence[str]) -> str:
     if value not in options:
         raise ValueError(f"{name} must be one of {listed}; got {name}={value!r}")
     return str(value)
+
+
+def choices(name: str, value, options: Sequence[str]) -> list[str]:
+    """``value`` as a list of strings from ``options``: one string (numpy strings too) is one
+    choice, not a sequence of letters (``models="linear"`` is ``["linear"]``).
+
+    Raises:
+        TypeError: neither a string nor a sequence of strings.
+        ValueError: a string that is not one of ``options``.
+    """
+    if isinstance(value, str):
+        return [choice(name, value, options)]
+    if not isinstance(value, Sequence) or isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"{name} must be one of {', '.join(repr(o) for o in options)} or a list "
+                        f"of them; got {name}={value!r} of type {type(value).__name__}")
+    return [choice(f"{name}[{i}]", v, options) for i, v in enumerate(value)]
+
+
+def integers(name: str, value, meaning: str = "", *, minimum: int | None = None) -> list[int]:
+    """``value`` as a list of ints: one integer is a list of one; a string is refused
+    (``seeds="01"`` is not seeds 0 and 1).
+
+    Raises:
+        TypeError: not an integer or a sequence of integers (a string; a float inside).
+        ValueError: an entry below ``minimum``.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return [integer(name, value, meaning, minimum=minimum)]
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be an integer or a list of integers{_about(meaning)}; got "
+                        f"{name}={value!r} of type {type(value).__name__}")
+    return [integer(f"{name}[{i}]", v, meaning, minimum=minimum) for i, v in enumerate(value)]
 
 
 def floating_dtype(name: str, value, allowed: Sequence[torch.dtype] = (torch.float32,

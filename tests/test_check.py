@@ -60,8 +60,10 @@ def test_close_refuses_nan_shape_mismatch_and_bad_tolerance():
         check.close((torch.zeros(2),), (torch.zeros(3),), tol=1.0)
     with pytest.raises(ValueError, match="tol=-1"):
         check.close(1.0, 1.0, tol=-1)
-    with pytest.raises(TypeError, match="tol must be a number"):
+    with pytest.raises(TypeError, match="tol must be a real number .* of type str"):
         check.close(1.0, 1.0, tol="small")
+    with pytest.raises(TypeError, match="tol must be a real number"):
+        check.close(1.0, 1.0, tol="1e-6")     # float("1e-6") used to accept it
     with pytest.raises(TypeError):
         check.close(1.0, 1.0, 1e-9)  # tol is keyword-only
 
@@ -183,3 +185,10 @@ def test_complex_values_are_refused_not_cast():
         check.at_most(1 + 1j, 2.0)
     with pytest.raises(TypeError, match="complex"):
         check.close(np.array([1 + 1j]), np.array([1.0]), tol=1e-6)
+
+
+def test_at_most_names_rtol_and_refuses_an_empty_value():
+    with pytest.raises(ValueError, match=r"rtol must lie in \[0, inf\).*got rtol=-0.1"):
+        check.at_most(1.0, 2.0, rtol=-0.1)        # the message named tol
+    with pytest.raises(ValueError, match="the value is empty"):
+        check.at_most(torch.tensor([]), 1.0)     # torch's argmax IndexError

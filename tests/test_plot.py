@@ -156,3 +156,14 @@ def test_subplots_take_numpy_integers_and_refuse_floats():
         plot.subplots(1.5)
     with pytest.raises(ValueError, match="ncols"):
         plot.subplots(1, 0)
+
+
+def test_bars_name_a_bad_height_and_take_one_element_tensors():
+    with pytest.raises(TypeError, match=r"values\['a'\] must be a real number .*'x' of type str"):
+        plot.bars({"a": "x"})                 # float('x') raised, naming no bar
+    with pytest.raises(ValueError, match=r"values\['b'\] must be a finite"):
+        plot.bars({"a": 1.0, "b": float("nan")})
+    fig = plot.bars({"a": torch.tensor(0.5), "b": 2})
+    assert [p.get_height() for p in fig.axes[0].patches] == [0.5, 2.0]
+    with pytest.raises(TypeError, match="ncols must be an integer"):
+        plot.image_grid(torch.rand(2, 4, 4), ncols=2.0)

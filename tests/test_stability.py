@@ -121,8 +121,10 @@ def test_penalty_works_on_images_and_float32():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"samples": 0}, ValueError, "samples must be a positive integer"),
-        ({"samples": 1.5}, ValueError, "samples must be a positive integer"),
+        ({"samples": 0}, ValueError, r"samples must be an integer >= 1 \(random probes"),
+        ({"samples": 1.5}, TypeError, "samples must be an integer"),
+        ({"exact": 1}, TypeError, "exact must be True or False"),
+        ({"reduction": ["mean"]}, TypeError, "reduction must be one of"),
         ({"reduction": "max"}, ValueError, "reduction must be one of"),
         ({"generator": 0}, TypeError, "generator must be a torch.Generator"),
     ],
@@ -241,16 +243,26 @@ def test_splitting_step_keeps_the_fixed_points_of_the_relu_equation():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"width": 0}, "width must be a positive integer"),
-        ({"width": 4, "m": 0}, "m .* must be a positive finite number"),
-        ({"width": 4, "m": -1.0}, "m .* must be a positive finite number"),
-        ({"width": 4, "m": float("nan")}, "m .* must be a positive finite number"),
-        ({"width": 4, "m": True}, "m .* must be a positive finite number"),
-        ({"width": 4, "init_scale": -1.0}, "init_scale must be a finite number"),
+        ({"width": 0}, "width must be an integer >= 1"),
+        ({"width": 4, "m": 0}, "m must be a positive finite number .*margin"),
+        ({"width": 4, "m": -1.0}, "m must be a positive finite number .*margin"),
+        ({"width": 4, "m": float("nan")}, "m must be a positive finite number .*margin"),
+        ({"width": 4, "init_scale": -1.0}, r"init_scale must lie in \[0, inf\)"),
     ],
 )
 def test_monotone_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        MonotoneLinear(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"width": 4.0}, r"width must be an integer.*write 4"),
+    ({"width": 4, "m": True}, "m must be a positive finite number .*of type bool"),
+    ({"width": 4, "m": "0.1"}, "m must be a positive finite number .*of type str"),
+    ({"width": 4, "init_scale": "0.5"}, "init_scale must be a real number"),
+])
+def test_monotone_refuses_wrong_types_with_type_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         MonotoneLinear(**kwargs)
 
 

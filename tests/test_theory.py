@@ -263,9 +263,15 @@ def test_negative_or_zero_steps_and_mismatched_data_are_rejected(run):
     A, B, Phi, Y = instance(3, 2, 10, 0)
     for eta in (-1e-3, 0.0, float("nan"), float("inf")):
         with pytest.raises(
-            ValueError, match=f"eta, the step of gradient descent, must be a positive.*eta={eta}"
+            ValueError, match=f"eta must be a positive finite number .*step of gradient descent.*"
+                              f"eta={eta}"
         ):
             run(A, B, Phi, Y, eta=eta, steps=1)
+    with pytest.raises(TypeError, match=r"steps must be an integer; got steps=1.0 .*write 1"):
+        run(A, B, Phi, Y, steps=1.0)            # was a ValueError
+    with pytest.raises(TypeError, match=r"eta must be a positive finite number .* of type str"):
+        run(A, B, Phi, Y, eta="0.1", steps=1)
+    run(A, B, Phi, Y, eta=np.float32(1e-3), steps=np.int64(2))     # numpy scalars accepted
     with pytest.raises(
         ValueError, match="record_every must be an integer >= 1; got record_every=0"
     ):
@@ -286,7 +292,7 @@ def test_negative_or_zero_steps_and_mismatched_data_are_rejected(run):
 
 def test_linear_gradient_flow_rejects_a_negative_step():
     _, B, Phi, Y = instance(3, 2, 10, 0)
-    with pytest.raises(ValueError, match="a negative step climbs the loss"):
+    with pytest.raises(ValueError, match="a negative one climbs the loss"):
         T.linear_gradient_flow(B, Phi, Y, eta=-1e-3, steps=1)
 
 
@@ -315,10 +321,12 @@ def test_a_step_above_the_stability_limit_is_refused_or_warned_never_silent():
     A0 = torch.randn(3, 3, generator=g, dtype=torch.float64) / 3
     B0 = torch.randn(2, 3, generator=g, dtype=torch.float64) / 3
     # eta=10 went from loss 112 to 1.5e138 with the bound "violated" and no word
-    with pytest.warns(RuntimeWarning, match="loss rose .* eta=1: .* smaller eta"):
+    with pytest.warns(RuntimeWarning, match="loss rose .* eta=1: .* smaller eta"), \
+            pytest.warns(RuntimeWarning, match="eta=1 is above .* stability limit"):
         T.gradient_flow(A0, B0, Phi, Y, eta=1.0, steps=3)
     with pytest.raises((FloatingPointError, ValueError), match="eta=10|learning rate"):
-        T.gradient_flow(A0, B0, Phi, Y, eta=10.0, steps=200)
+        with pytest.warns(RuntimeWarning, match="eta=10 is above .* stability limit"):
+            T.gradient_flow(A0, B0, Phi, Y, eta=10.0, steps=200)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         T.gradient_flow(A0, B0, Phi, Y, eta=1e-3, steps=50)   # a small step: no warning
@@ -336,3 +344,113 @@ def test_theory_quantities_refuse_non_finite_and_zero_data():
         T.pl_constant_square(Phi)
     with pytest.raises(ValueError, match="Phi holds 1 NaN"):
         T.optimum_square_loss(Phi, torch.zeros(2, 5, dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------- the GD driver
+
+
+def _hand_delm(A, B, Phi, Y, eta, steps, loss):
+    """The loop chapter 9 and the old theory functions wrote out by hand."""
+    losses = []
+    for k in range(steps + 1):
+        W = T.end_to_end(A, B, 0.8, 1e-6)
+        losses.append(T.shallow_loss(W, Phi, Y, loss).item())
+        if k < steps:
+            gA, gB = T.delm_gradients(A, B, T.shallow_gradient(W, Phi, Y, loss), 0.8, 1e-6)
+            A, B = A - eta * gA, B - eta * gB
+    return A, B, losses
+
+
+@pytest.mark.parametrize("loss", ["square", "cross_entropy"])
+def test_the_driver_takes_the_hand_written_steps(loss):
+    A, B, Phi, Y = instance(4, 3, 12, 1)
+    if loss == "cross_entropy":
+        Y = torch.nn.functional.one_hot(Y.argmax(0), 3).T.double()
+    A_ref, B_ref, ref = _hand_delm(A, B, Phi, Y, 1e-3, 30, loss)
+    run = T.gradient_descent((A, B), Phi, Y, eta=1e-3, steps=30, loss=loss, record_every=7)
+    assert run.step == [0, 7, 14, 21, 28, 30]
+    assert run.loss == [ref[k] for k in run.step]          # bit for bit: the same operations
+    assert torch.equal(run.params[0], A_ref) and torch.equal(run.params[1], B_ref)
+    assert torch.equal(run.W, T.end_to_end(A_ref, B_ref, 0.8, 1e-6))
+    W = T.end_to_end(A, B, 0.8, 1e-6)
+    lin = T.gradient_descent(W, Phi, Y, eta=1e-3, steps=5, loss=loss)
+    for _ in range(5):
+        W = W - 1e-3 * T.shallow_gradient(W, Phi, Y, loss)
+    assert torch.equal(lin.W, W) and lin.params == (lin.W,)
+
+
+def test_the_driver_records_what_it_is_asked_every_k_steps():
+    A, B, Phi, Y = instance(3, 2, 10, 0)
+    seen = []
+
+    def record(s):
+        seen.append(s.k)
+        assert torch.equal(s.W, T.end_to_end(*s.params, 0.8, 1e-6))
+        return {"P_min": T.torch.linalg.eigvalsh(T.preconditioner(*s.params, 0.8, 1e-6))[0].item(),
+                "gA": s.grads[0].norm().item()}
+
+    run = T.gradient_descent((A, B), Phi, Y, eta=1e-3, steps=10, record_every=4, record=record)
+    assert seen == run.step == [0, 4, 8, 10]
+    assert run.t == [0.0, 4e-3, 8e-3, 1e-2]
+    assert sorted(run.records) == ["P_min", "gA"] and len(run.records["P_min"]) == 4
+    assert min(run.records["P_min"]) >= 1 - 1e-12                # P ⪰ I
+    with pytest.raises(TypeError, match="record must be callable"):
+        T.gradient_descent((A, B), Phi, Y, eta=1e-3, steps=1, record=3)
+    with pytest.raises(ValueError, match="start must be \\(A0, B0\\)"):
+        T.gradient_descent((A, B, A), Phi, Y, eta=1e-3, steps=1)
+
+
+@pytest.mark.parametrize("loss", ["square", "cross_entropy"])
+def test_the_driver_warns_above_the_stability_limit_only(loss):
+    _, B, Phi, Y = instance(3, 2, 10, 0)
+    if loss == "cross_entropy":
+        Y = torch.nn.functional.one_hot(Y.argmax(0), 2).T.double()
+    W0 = torch.zeros_like(B)
+    # the linear model's limit is exact: 2 / λ_max(∇²ℒ); for the square loss 1 / λ_max(ΦΦᵀ)
+    lam = torch.linalg.eigvalsh(Phi @ Phi.T)[-1].item()
+    if loss == "square":
+        limit = 1 / lam
+    else:     # at W = 0 softmax is uniform: ∇²ℒ = (I/2 − 11ᵀ/4) ⊗ ΦΦᵀ, λ_max = λ/2
+        limit = 4 / lam
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T.gradient_descent(W0, Phi, Y, eta=0.9 * limit, steps=2, loss=loss)
+    with pytest.warns(RuntimeWarning, match="above gradient descent's stability limit, about "
+                                            f"{limit:.4g}"):
+        T.gradient_descent(W0, Phi, Y, eta=1.1 * limit, steps=1, loss=loss)
+
+
+def test_the_driver_warns_when_the_loss_rises_and_raises_when_it_blows_up():
+    A, B, Phi, Y = instance(3, 2, 10, 0)
+    with pytest.warns(RuntimeWarning) as caught:
+        run = T.gradient_descent((A, B), Phi, Y, eta=0.05, steps=3)
+    assert any("loss rose" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert all(w.filename == __file__ for w in caught)            # at the caller's line
+    assert max(run.loss) > run.loss[0]
+    with pytest.raises((FloatingPointError, ValueError),
+                       match="the loss became .* smaller eta|lower the learning rate"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            T.gradient_descent((A, B), Phi, Y, eta=1e3, steps=100)
+
+
+def test_trust_region_hard_case_is_solved_not_nan():
+    # g = 0 and H indefinite: the bisection used to return a NaN minimiser
+    g = torch.zeros(3, dtype=F64)
+    H = torch.diag(torch.tensor([-1.0, 1.0, 2.0], dtype=F64))
+    Q = torch.eye(3, dtype=F64)
+    v, lam = T.solve_trust_region(g, H, Q, 0.5)
+    assert lam == 1.0 and torch.isfinite(v).all()
+    assert_close(v.abs(), torch.tensor([0.5, 0.0, 0.0], dtype=F64))   # ±radius·e₁
+    # g along the other eigenvectors only, with a Q that is not I: the KKT conditions hold
+    g = torch.tensor([0.0, 0.3, -0.2], dtype=F64)
+    Q = torch.diag(torch.tensor([4.0, 1.0, 1.0], dtype=F64))
+    v, lam = T.solve_trust_region(g, H, Q, 1.0)
+    assert torch.sqrt(v @ Q @ v).item() == pytest.approx(1.0, rel=1e-12)        # on the boundary
+    assert_close((H + lam * Q) @ v, -g, rtol=0, atol=1e-12)                        # stationary
+    assert torch.linalg.eigvalsh(H + lam * Q)[0] >= -1e-12                          # PSD
+    value = g @ v + 0.5 * v @ H @ v
+    for seed in range(20):                  # no feasible point does better
+        u = torch.randn(3, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        u = u / torch.sqrt(u @ Q @ u)
+        assert value <= g @ u + 0.5 * u @ H @ u + 1e-12

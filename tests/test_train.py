@@ -10,6 +10,11 @@ from deqlib.data import Dataset
 from deqlib.train import fit, loss_fn, resolve_device
 
 
+def _linear(seed: int = 0) -> LinearModel:
+    """A seeded linear model: results must not depend on the order the tests run in."""
+    return LinearModel(64, 10, generator=torch.Generator().manual_seed(seed))
+
+
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits", train_size=600, test_size=200)
@@ -77,16 +82,22 @@ def test_numpy_scalars_are_accepted(digits):
 @pytest.mark.parametrize("options,error,message", [
     (dict(loss="mse"), ValueError, "loss must be one of"),
     (dict(optimizer="lbfgs"), ValueError, "optimizer must be one of"),
-    (dict(batch_size=0), ValueError, "batch_size must be a positive integer or None"),
-    (dict(batch_size=2.5), ValueError, "batch_size must be a positive integer or None"),
-    (dict(lr=-1.0), ValueError, r"lr must be a finite number > 0; got lr=-1.0"),
-    (dict(lr=float("nan")), ValueError, r"lr must be a finite number > 0; got lr=nan"),
-    (dict(lr=True), ValueError, r"lr must be a finite number > 0"),
-    (dict(epochs=2.0), ValueError, r"epochs must be an integer >= 0; got epochs=2.0"),
+    (dict(loss=["square"]), TypeError, "loss must be one of"),
+    (dict(batch_size=0), ValueError, r"batch_size must be an integer >= 1 \(or None for full"),
+    (dict(batch_size=2.5), TypeError, r"batch_size must be an integer \(or None for full"),
+    (dict(lr=-1.0), ValueError, r"lr must be a positive finite number \(the step size\); got"),
+    (dict(lr=float("nan")), ValueError, r"lr must be a positive finite number .*; got lr=nan"),
+    (dict(lr=True), TypeError, r"lr must be a positive finite number"),
+    (dict(lr="0.1"), TypeError, r"lr must be a positive finite number .* of type str"),
+    (dict(epochs=2.0), TypeError, r"epochs must be an integer .*got epochs=2.0 .*write 2"),
+    (dict(epochs=-1), ValueError, r"epochs must be an integer >= 0"),
+    (dict(seed=1.7), TypeError, r"seed must be an integer"),
     (dict(eval_batch_size=0), ValueError, r"eval_batch_size must be an integer >= 1"),
     (dict(eval_batch_size=-5), ValueError, r"eval_batch_size must be an integer >= 1"),
-    (dict(momentum=-0.1), ValueError, r"momentum must be a finite number >= 0"),
-    (dict(weight_decay=float("inf")), ValueError, r"weight_decay must be a finite number >= 0"),
+    (dict(momentum=-0.1), ValueError, r"momentum must lie in \[0, inf\)"),
+    (dict(momentum="0.9"), TypeError, r"momentum must be a real number"),
+    (dict(weight_decay=float("inf")), ValueError, r"weight_decay must lie in \[0, inf\)"),
+    (dict(progress="no"), TypeError, r"progress must be True or False"),
     (dict(optimizer="adam", momentum=0.9), ValueError, "momentum=0.9 applies to SGD only"),
     (dict(callback=42), TypeError, "callback must be callable"),
     (dict(callback=lambda m: 1.0), TypeError,
@@ -94,12 +105,12 @@ def test_numpy_scalars_are_accepted(digits):
 ])
 def test_bad_options_are_rejected_by_name(digits, options, error, message):
     with pytest.raises(error, match=message):
-        fit(LinearModel(64, 10), digits, progress=False, **{"epochs": 1, **options})
+        fit(_linear(), digits, **{"epochs": 1, "progress": False, **options})
 
 
 def test_data_must_be_a_dataset(digits):
     with pytest.raises(TypeError, match="deqlib.data.Dataset"):
-        fit(LinearModel(64, 10), (digits.X_train, digits.y_train))
+        fit(_linear(), (digits.X_train, digits.y_train))
 
 
 @pytest.mark.parametrize("outputs", [5, 12])
@@ -113,7 +124,7 @@ def test_a_model_whose_outputs_do_not_match_the_classes_is_refused(digits, outpu
 def test_a_model_without_parameters_or_with_nan_outputs_is_refused(digits):
     with pytest.raises(ValueError, match="Identity has no parameters"):
         fit(nn.Identity(), digits, progress=False)
-    model = LinearModel(64, 10)
+    model = _linear()
     with torch.no_grad():
         model.W[0, 0] = float("nan")
     with pytest.raises(ValueError, match="returns NaN or Inf before any training"):
@@ -125,13 +136,13 @@ def test_nan_in_the_data_is_blamed_on_the_data_not_the_learning_rate(digits):
     X[7, 3] = float("nan")
     with pytest.raises(ValueError, match=r"X_train holds 1 NaN or Inf values \(the first in row "
                                          r"7\)") as err:
-        fit(LinearModel(64, 10), Dataset(X, digits.y_train, digits.X_test, digits.y_test, 10,
+        fit(_linear(), Dataset(X, digits.y_train, digits.X_test, digits.y_test, 10,
                                          "digits", (8, 8)), progress=False)
     assert "learning rate" not in str(err.value)
 
 
 def test_divergence_is_blamed_on_the_learning_rate(digits):
-    model = LinearModel(64, 10)
+    model = _linear()
     with pytest.raises(FloatingPointError, match="with lr=50.0.*lower the learning rate"):
         fit(model, digits, loss="square", lr=50.0, epochs=40, progress=False)
 
@@ -156,7 +167,7 @@ def test_divergence_in_the_last_step_is_raised_not_recorded():
     # the last step's loss is only seen by the evaluation after it: lr=1e6 used to end in inf
     small = data.load("digits", train_size=200, test_size=50)
     with pytest.raises(FloatingPointError, match="after epoch .* lower the learning rate"):
-        fit(LinearModel(64, 10), small, lr=1e6, loss="square", epochs=3, progress=False)
+        fit(_linear(), small, lr=1e6, loss="square", epochs=3, progress=False)
 
 
 def test_an_interrupted_evaluation_leaves_the_model_in_training_mode(digits):
@@ -172,7 +183,7 @@ def test_an_interrupted_evaluation_leaves_the_model_in_training_mode(digits):
 
 def test_a_callback_may_not_overwrite_what_fit_records(digits):
     with pytest.raises(ValueError, match=r"\['epoch', 'train_loss'\].*other names"):
-        fit(LinearModel(64, 10), digits, epochs=1, progress=False,
+        fit(_linear(), digits, epochs=1, progress=False,
             callback=lambda m: {"train_loss": 0.0, "epoch": 99})
 
 
@@ -192,7 +203,7 @@ def test_the_recorded_metrics_are_those_of_the_right_sets(digits):
 
 
 def test_a_misspelt_history_column_raises_naming_the_columns(digits):
-    history = fit(LinearModel(64, 10), digits, epochs=1, progress=False)
+    history = fit(_linear(), digits, epochs=1, progress=False)
     with pytest.raises(KeyError, match="no column 'test_accuracy'.*'test_acc'"):
         history["test_accuracy"]
 
@@ -205,3 +216,29 @@ def test_auto_device_prefers_cuda_then_mps(monkeypatch):
     assert resolve_device("auto") == torch.device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_frozen_model_is_refused_by_name(digits):
+    model = _linear()
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="none of LinearModel's parameters requires grad"):
+        fit(model, digits, epochs=1, progress=False)
+
+
+def test_empty_history_last_says_so():
+    with pytest.raises(IndexError, match="no rows yet"):
+        _ = train.History().last
+
+
+def test_seed_everything_seeds_python_numpy_and_torch():
+    import random
+
+    draws = []
+    for _ in range(2):
+        train.seed_everything(np.int64(7))
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]
+    train.seed_everything(8)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) != draws[0]
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        train.seed_everything(7.0)

@@ -55,6 +55,13 @@ def test_interval_ends():
     assert V.nonnegative_real("lam", 0) == 0.0
 
 
+def test_interval_names_itself_for_nan():
+    with pytest.raises(ValueError, match=r"gamma must lie in \(0, 1\).*got gamma=nan"):
+        V.interval("gamma", math.nan, 0, 1, closed=(False, False))
+    with pytest.raises(TypeError, match="gamma must be a real number"):
+        V.interval("gamma", "0.5", 0, 1)
+
+
 @pytest.mark.parametrize("value", [10.0, np.float64(3.0), 2.5, "3", True, None])
 def test_integer_refuses_everything_but_integers(value):
     with pytest.raises(TypeError, match="max_iter must be an integer"):
@@ -121,3 +128,34 @@ def test_function():
     assert V.function("f", abs) is abs
     with pytest.raises(TypeError, match=r"f must be callable as f\(z\); got int"):
         V.function("f", 3, "f(z)")
+
+
+def test_choices_takes_one_string_as_one_choice():
+    assert V.choices("models", "linear", ("linear", "delm")) == ["linear"]
+    assert V.choices("models", np.str_("delm"), ("linear", "delm")) == ["delm"]
+    assert V.choices("models", ("delm", "linear"), ("linear", "delm")) == ["delm", "linear"]
+    with pytest.raises(ValueError, match=r"models\[1\] must be one of 'linear', 'delm'; got"):
+        V.choices("models", ["delm", "lin"], ("linear", "delm"))
+    with pytest.raises(TypeError, match="models must be one of .* or a list of them"):
+        V.choices("models", 3, ("linear", "delm"))
+    with pytest.raises(TypeError, match=r"models\[0\] must be one of"):
+        V.choices("models", [None], ("linear", "delm"))
+
+
+def test_integers_refuse_a_string_and_take_one_integer():
+    assert V.integers("seeds", (0, np.int64(2))) == [0, 2]
+    assert V.integers("seeds", np.int32(4)) == [4]
+    for bad in ("01", b"01", 1.0, {0, 1}):
+        with pytest.raises(TypeError, match="seeds must be an integer or a list of integers"):
+            V.integers("seeds", bad)
+    with pytest.raises(TypeError, match=r"seeds\[1\] must be an integer"):
+        V.integers("seeds", [0, 1.5])
+    with pytest.raises(ValueError, match=r"seeds\[0\] must be an integer >= 0"):
+        V.integers("seeds", [-1], minimum=0)
+
+
+def test_string_accepts_numpy_strings_only_as_strings():
+    assert V.string("dataset", np.str_("digits")) == "digits"
+    assert type(V.string("dataset", np.str_("digits"))) is str
+    with pytest.raises(TypeError, match="dataset must be a string .*of type bytes"):
+        V.string("dataset", b"digits", "a name from data.DATASETS")

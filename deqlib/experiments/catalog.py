@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import validate
 from ..models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
 
 MODELS = ("delm", "delm_low_rank", "linear", "deep2", "deep3")
@@ -30,9 +31,8 @@ def make_model(name: str, in_features: int, out_features: int, *, seed: int, gam
     W₀ = B₀U₀ for the same seed (the same function); ``"deep2"``, ``"deep3"``: deep linear
     networks of that depth and hidden ``width`` (default ``in_features``).
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
-    g = torch.Generator().manual_seed(int(seed))
+    name = validate.choice("name", name, MODELS)
+    g = torch.Generator().manual_seed(validate.integer("seed", seed, minimum=0))
     if name in ("delm", "delm_low_rank", "linear"):
         delm = DeepEquilibriumLinear(in_features, out_features, gamma=gamma, delta=delta,
                                      generator=g,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import matplotlib.ticker
 import torch
 
-from .. import plot
+from .. import plot, validate
 from ..train import LOSSES
 from .catalog import MODEL_LABELS, MODELS
 from .store import _finished
@@ -48,8 +48,7 @@ def plot_curves(records: Iterable[dict], *, metric: str = "test_acc",
     Returns:
         A :class:`deqlib.plot.BookFigure`.
     """
-    if spread not in ("range", "std"):
-        raise ValueError(f"spread must be 'range' or 'std'; got spread={spread!r}")
+    spread = validate.choice("spread", spread, ("range", "std"))
     records = list(records)
     losses = [loss for loss in LOSSES if any(r["loss"] == loss for r in records)]
     if not losses:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from .. import validate
 from ..data import load
-from ..models import LinearModel
-from ..train import LOSSES, loss_fn, resolve_device
-from .catalog import delm_spectra, make_model
+from ..functional import check_constants, equilibrium_weight
+from ..solvers import warn_at_caller
+from ..theory import gradient_descent
+from ..train import LOSSES, resolve_device
+from .catalog import make_model
 from .provenance import _load_average, _provenance
 from .store import _finite, _short, _stored_or_run, run_key
 
@@ -23,18 +25,18 @@ def _gd_settings(*, dataset: str, loss: str, init: str, lr: float, steps: int, s
                  gamma: float, delta: float, train_size: int | None, data_seed: int,
                  record_every: int) -> dict:
     """The settings of one :func:`gd_loss_gap` (its key), checked."""
-    if init not in ("gaussian", "low_rank"):
-        raise ValueError(f"init must be 'gaussian' or 'low_rank'; got init={init!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
-    for name, value in (("steps", steps), ("record_every", record_every)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {name}={value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-        raise ValueError(f"lr must be a finite number > 0; got lr={lr!r}")
-    return {"dataset": dataset, "train_size": train_size, "data_seed": int(data_seed),
-            "loss": loss, "init": init, "lr": float(lr), "steps": int(steps), "seed": int(seed),
-            "gamma": float(gamma), "delta": float(delta), "record_every": int(record_every)}
+    gamma, delta = check_constants(gamma, delta)
+    return {"dataset": validate.string("dataset", dataset),
+            "train_size": (None if train_size is None
+                           else validate.positive_integer("train_size", train_size)),
+            "data_seed": validate.integer("data_seed", data_seed, minimum=0),
+            "loss": validate.choice("loss", loss, LOSSES),
+            "init": validate.choice("init", init, ("gaussian", "low_rank")),
+            "lr": validate.positive_real("lr", lr, "the step on the mean training loss"),
+            "steps": validate.positive_integer("steps", steps),
+            "seed": validate.integer("seed", seed, minimum=0),
+            "gamma": gamma, "delta": delta,
+            "record_every": validate.positive_integer("record_every", record_every)}
 
 
 def gd_loss_gap(*, dataset: str = "mnist10k", loss: str = "square", init: str = "gaussian",
@@ -46,9 +48,10 @@ def gd_loss_gap(*, dataset: str = "mnist10k", loss: str = "square", init: str = 
 
     Both take ``steps`` steps θ ← θ − lr ∇ℒ/n on the mean training loss (a step lr on the
     mean is lr/n on the sum ℒ), the DELM on (A, B), the linear model on W, from the same
-    function W₀ = B₀U₀ (the DELM drawn with ``init`` and ``seed``). In function space the DELM
-    takes preconditioned steps, P_t ⪰ I; the gap ℒ_linear(t) − ℒ_DELM(t) shows what that does
-    on this data.
+    function W₀ = B₀U₀ (the DELM drawn with ``init`` and ``seed``): two runs of
+    :func:`deqlib.theory.gradient_descent` with η = lr/n, in torch's default dtype. In
+    function space the DELM takes preconditioned steps, P_t ⪰ I; the gap ℒ_linear(t) −
+    ℒ_DELM(t) shows what that does on this data.
 
     Returns:
         A record holding the settings, ``step`` (0 … steps), ``delm_loss`` and ``linear_loss`` (the
@@ -57,35 +60,51 @@ def gd_loss_gap(*, dataset: str = "mnist10k", loss: str = "square", init: str = 
         by least squares; None for the cross-entropy), and provenance.
     Raises:
         FloatingPointError: a loss became NaN or Inf (lower ``lr``).
+    Warns:
+        RuntimeWarning: ``lr`` is above gradient descent's stability limit, or the loss rose
+        (from :func:`~deqlib.theory.gradient_descent`, with lr in place of η = lr/n).
     """
     settings = _gd_settings(dataset=dataset, loss=loss, init=init, lr=lr, steps=steps, seed=seed,
                             gamma=gamma, delta=delta, train_size=train_size,
                             data_seed=data_seed, record_every=record_every)
+    lr, steps, record_every = settings["lr"], settings["steps"], settings["record_every"]
+    gamma, delta = settings["gamma"], settings["delta"]
     start, load0 = time.perf_counter(), _load_average()
     dev = resolve_device(device)
-    data = load(dataset, root=root, download=download, train_size=train_size, seed=data_seed)
+    data = load(dataset, root=root, download=download, train_size=train_size, seed=data_seed,
+                dtype=torch.get_default_dtype())          # the models' dtype
     X, y = data.X_train.to(dev), data.y_train.to(dev)
     delm = make_model("delm_low_rank" if init == "low_rank" else "delm", data.in_features,
                       data.num_classes, seed=seed, gamma=gamma, delta=delta).to(dev)
     with torch.no_grad():
-        linear = LinearModel.from_matrix(delm.end_to_end().detach())
-    criterion = loss_fn(loss, num_classes=data.num_classes)
-    curves, S_step, S_norm = {"delm": [], "linear": []}, [], []
-    for name, model in (("delm", delm), ("linear", linear)):
-        opt = torch.optim.SGD(model.parameters(), lr=float(lr))
-        for step in range(steps + 1):
-            if name == "delm" and (step % record_every == 0 or step == steps):
-                S_step.append(step)
-                S_norm.append(delm_spectra(model)["S_norm"])
-            opt.zero_grad(set_to_none=True)
-            value = criterion(model(X), y)
-            curves[name].append(float(value.detach()))
-            if not math.isfinite(curves[name][-1]):
-                raise FloatingPointError(f"full-batch GD on the {name} model diverged at step "
-                                         f"{step} with lr={lr}: lower the learning rate")
-            if step < steps:
-                value.backward()
-                opt.step()
+        A0, B0 = delm.A.detach(), delm.B.detach()
+        Phi = delm.features(X).T                            # features as columns
+        Y = torch.nn.functional.one_hot(y, data.num_classes).T.to(Phi.dtype)
+        W0 = delm.end_to_end().detach()
+    n = len(X)
+
+    def spectra(s):                                       # ‖S_t‖₂ = λ_max(γσ(A_t))
+        if s.k % record_every == 0 or s.k == steps:
+            S = equilibrium_weight(s.params[0], gamma, delta).double()
+            return {"S_step": s.k, "S_norm": torch.linalg.eigvalsh(S)[-1].item()}
+        return None
+
+    runs = {}
+    for name, theta0 in (("delm", (A0, B0)), ("linear", W0)):
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                runs[name] = gradient_descent(theta0, Phi, Y, eta=lr / n, steps=steps, loss=loss,
+                                              gamma=gamma, delta=delta,
+                                              record=spectra if name == "delm" else None)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"full-batch GD on the {name} model diverged with lr={lr} "
+                                     f"(eta = lr/n on the summed loss): {err}") from None
+        for w in caught:          # said again at the caller's line, naming the model and lr
+            warn_at_caller(f"full-batch GD on the {name} model with lr={lr} (eta = lr/n = "
+                           f"{lr / n:.3g} on the summed loss): {w.message}", w.category)
+    curves = {name: [v / n for v in run.loss] for name, run in runs.items()}
+    S_step, S_norm = runs["delm"].records["S_step"], runs["delm"].records["S_norm"]
     optimum = None
     if loss == "square":
         Y = torch.nn.functional.one_hot(data.y_train, data.num_classes).double()

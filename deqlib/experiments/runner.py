@@ -4,13 +4,13 @@ full ones."""
 from __future__ import annotations
 
 import functools
-import numbers
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from .. import validate
 from ..data import load
 from ..train import LOSSES, fit, resolve_device
 from .catalog import FULL_DATASETS, MODELS, PAPER_DEFAULTS, delm_spectra, make_model
@@ -67,20 +67,12 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
         (one row per epoch, epoch 0 before training); a run whose loss became NaN or Inf is
         stored with ``diverged: True``, its ``error`` and an empty history.
     """
-    for what, given in (("models", models), ("losses", losses), ("seeds", seeds)):
-        if isinstance(given, (str, bytes)):
-            raise ValueError(f"{what} must be a list, such as {what}=[{given!r}]; got the string "
-                             f"{what}={given!r}, whose characters would be taken one by one")
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seeds must be integers; got {seed!r} in seeds={seeds!r}")
+    models = validate.choices("models", models, MODELS)        # "linear" is one model
+    losses = validate.choices("losses", losses, LOSSES)
+    seeds = validate.integers("seeds", seeds, minimum=0)   # "01" refused
+    progress = validate.boolean("progress", progress)
+    summary, figure = validate.boolean("summary", summary), validate.boolean("figure", figure)
     dtype = _dtype_name(None)            # what the models will be made in: torch's default now
-    for name in models:
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
-    for loss in losses:
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
     every = [run_settings(dataset=dataset, model=name, loss=loss, seed=seed,
                           lr=_lr_for(lr, loss, name), epochs=epochs, batch_size=batch_size,
                           train_size=train_size, test_size=test_size, data_seed=data_seed,
@@ -156,15 +148,13 @@ def run_full_datasets(out: str | Path = "results", *, datasets: Sequence[str] = 
     Raises:
         RuntimeError: no CUDA device and ``allow_cpu=False``.
     """
+    datasets = validate.choices("datasets", datasets, FULL_DATASETS)     # "mnist" is one
     dev = resolve_device(device)
     if dev.type != "cuda" and not allow_cpu:
         raise RuntimeError(
             f"run_full_datasets trains {len(datasets)} datasets at m up to 3,072 and wants a GPU; "
             f"the device here is {dev.type!r}. On Colab: Runtime > Change runtime type > GPU. "
             "To run on this device anyway, pass allow_cpu=True (hours on a CPU).")
-    for name in datasets:
-        if name not in FULL_DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; choose from {FULL_DATASETS}")
     results = {}
     bar = None
     if progress:

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+from .. import validate
+from ..data import DATASETS
+from ..functional import check_constants
 from ..train import LOSSES
 from .catalog import _INITS, MODELS
 
@@ -49,16 +52,23 @@ def run_settings(*, dataset: str, model: str, loss: str, seed: int, lr: float, e
     default dtype now, which is what :func:`~deqlib.experiments.run_experiment` trains in).
     """
     dtype = _dtype_name(dtype)
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; choose from {MODELS}")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
-    return {"dataset": dataset, "train_size": train_size, "test_size": test_size,
-            "data_seed": int(data_seed), "model": model, "init": _INITS[model],
-            "width": None if width is None else int(width), "loss": loss,
-            "optimizer": optimizer, "lr": float(lr), "epochs": int(epochs),
-            "batch_size": None if batch_size is None else int(batch_size),
-            "gamma": float(gamma), "delta": float(delta), "seed": int(seed), "dtype": dtype}
+    model = validate.choice("model", model, MODELS)
+    loss = validate.choice("loss", loss, LOSSES)
+    optimizer = validate.choice("optimizer", optimizer, ("sgd", "adam"))
+
+    def optional_count(name, value):
+        return None if value is None else validate.positive_integer(name, value)
+
+    return {"dataset": validate.string("dataset", dataset, f"one of {DATASETS}"),
+            "train_size": optional_count("train_size", train_size),
+            "test_size": optional_count("test_size", test_size),
+            "data_seed": validate.integer("data_seed", data_seed, minimum=0),
+            "model": model, "init": _INITS[model], "width": optional_count("width", width),
+            "loss": loss, "optimizer": optimizer, "lr": validate.positive_real("lr", lr),
+            "epochs": validate.integer("epochs", epochs, minimum=0),
+            "batch_size": optional_count("batch_size", batch_size),
+            **dict(zip(("gamma", "delta"), check_constants(gamma, delta))),
+            "seed": validate.integer("seed", seed, minimum=0), "dtype": dtype}
 
 
 def run_key(settings: Mapping) -> str:
