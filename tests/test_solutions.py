@@ -235,10 +235,10 @@ def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
     out = ch06.exercise_2(*_chapter_6_problem())
     low, high = out["s_min_U_sq"]
     assert 1 <= low <= high < 1.05
-    assert round(low, 3) == 1.000 and round(high, 3) == 1.035, (low, high)  # as the answer says
+    assert round(low, 3) == 1.016 and round(high, 3) == 1.035, (low, high)  # as the answer says
     check.close(torch.tensor(out["lam_min_P"]), torch.tensor(out["s_min_U_sq"]), tol=1e-10)
     assert out["lam_max_U_end"] < 1 / (1 - 0.95)
-    assert round(out["lam_max_U_end"], 2) == 9.75, out["lam_max_U_end"]
+    assert round(out["lam_max_U_end"], 2) == 6.41, out["lam_max_U_end"]
 
 
 def test_ch06_exercise_3_training_b_alone_loses_nothing_on_the_chapters_run():
