@@ -61,9 +61,8 @@ from .stability import MonotoneLinear, jacobian_penalty
 __version__ = "0.1.0"
 
 __all__ = [
-    "backward", "check", "data", "diagrams", "functional", "memory", "ntk", "plot", "solvers", "stability",
-    "theory",
-    "train",
+    "backward", "check", "data", "diagrams", "functional", "memory", "ntk", "plot", "solvers",
+    "stability", "theory", "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",

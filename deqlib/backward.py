@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .solvers import Solver, as_solver
 from .solvers import _BY_NAME as _SOLVERS
+from .solvers import Solver, as_solver
 
 __all__ = ["Implicit", "Unrolled", "OneStep", "as_backward", "refuse_moved"]
 

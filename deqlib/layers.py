@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from .functional import _gaussian, tanh_map
 from .backward import Implicit, OneStep, Unrolled, refuse_moved
+from .functional import _gaussian, tanh_map
 from .implicit import DEQ, DTYPES
 from .solvers import Anderson, Solver
 

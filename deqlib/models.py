@@ -15,10 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
-from .functional import _gaussian
 from .backward import Implicit, OneStep, Unrolled, refuse_moved
+from .functional import _gaussian
 from .implicit import DEQ
+from .solvers import _BY_NAME as _SOLVERS
 from .solvers import Solver, as_solver
+
+SOLVER_NAMES = tuple(sorted(_SOLVERS))
 
 __all__ = ["DeepEquilibriumLinear", "LinearModel", "DeepLinearNetwork"]
 
@@ -137,6 +140,9 @@ class DeepEquilibriumLinear(nn.Module):
         m = in_features if width is None else _check_features("width", width)
         gamma, delta = F.check_constants(gamma, delta)
         _check_float_dtype("DeepEquilibriumLinear", dtype)
+        if isinstance(solver, str) and solver not in ("cholesky", *SOLVER_NAMES):
+            raise ValueError(f"solver must be 'cholesky' (closed form), a solver object such as "
+                             f"Picard(tol=1e-8), or one of {SOLVER_NAMES}; got solver={solver!r}")
         if not (isinstance(solver, str) and solver == "cholesky"):
             solver = as_solver(solver)   # a solver object, or a name for its defaults
         self.in_features, self.out_features, self.width = in_features, out_features, m

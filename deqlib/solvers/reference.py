@@ -28,8 +28,8 @@ def anderson(solver, f, rule, z, fz, rho):
     (b, d), rel = z.shape, solver.stop == "rel"
     F = z.new_zeros(b, p, d)                      # slot i holds f(z_i) ...
     G = z.new_zeros(b, p, d)                      # ... and g_i = f(z_i) − z_i
-    H = torch.eye(p, dtype=z.dtype, device=z.device).expand(b, p, p)   # unused slots: H = I, border 0, α = 0
     eye = torch.eye(p, dtype=z.dtype, device=z.device)
+    H = eye.expand(b, p, p)                       # unused slots: H = I, border 0, so α = 0
     floor = math.sqrt(torch.finfo(z.dtype).tiny)  # keeps H regular when a residual is 0
     rhs = z.new_zeros(p + 1, 1)
     rhs[p] = 1                                    # [H 1; 1ᵀ 0] [α; μ] = [0; 1]
