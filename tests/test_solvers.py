@@ -203,19 +203,35 @@ def test_unrolled_backprop_through_the_solver_gives_the_implicit_gradient(method
     ("broyden", {}),
     ("broyden", {"memory": 3}),                    # several restarts
 ])
-def test_the_in_place_steps_are_the_graph_keeping_steps_bit_for_bit(method, options, dtype):
+def test_the_in_place_steps_are_the_graph_keeping_steps_bit_for_bit(method, options, dtype,
+                                                                   monkeypatch):
     """Without a graph the solvers run their in-place iteration (``_fast``: views made once,
     fused operations); with one, the plain out-of-place iteration of
     deqlib.solvers.reference. Both must be the same iterates exactly: the fast path is an
-    implementation of the reference, not a different iteration."""
+    implementation of the reference, not a different iteration. (The calls are recorded, so
+    that the test fails if both runs took the same path.)"""
+    cls = {"picard": Picard, "anderson": Anderson, "broyden": Broyden}[method]
+    calls = []
+    def recorder(name):
+        original = getattr(cls, name)
+
+        def record(self, *args, **kwargs):
+            calls.append(name)
+            return original(self, *args, **kwargs)
+        return record
+    for name in ("_fast", "_reference"):
+        monkeypatch.setattr(cls, name, recorder(name))
     p = deqlib.reference_tanh_problem(0.9, dtype=dtype, batch=8, width=32)
     injection = p.x @ p.W_x.T
     with torch.no_grad():
         fast = solve(lambda z: deqlib.functional.tanh_map(z, p.W_z, injection), p.z0(),
                      method=method, tol=1e-5, max_iter=300, **options)
+    assert calls == ["_fast"]
+    calls.clear()
     W = p.W_z.clone().requires_grad_()
     kept = solve(lambda z: deqlib.functional.tanh_map(z, W, injection), p.z0(),
                  method=method, tol=1e-5, max_iter=300, **options)
+    assert calls[0] == "_reference"   # (Picard's reference is its loop, with graph=True)
     assert kept.z.requires_grad and fast.converged
     assert (fast.steps, fast.residuals) == (kept.steps, kept.residuals)
     assert torch.equal(fast.z, kept.z.detach()), (fast.z - kept.z).abs().max()
