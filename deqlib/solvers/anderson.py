@@ -92,7 +92,7 @@ class Anderson(Solver):
 
     @property
     def every(self) -> int:
-        """The steps between two mixing steps: ``mix_every``, or ⌈memory/2⌉ by default."""
+        """How many steps apart the mixing steps are (``mix_every``, or ⌈memory/2⌉ by default)."""
         return (self.memory + 1) // 2 if self.mix_every is None else self.mix_every
 
     def _reference(self, f, rule, z, fz, rho):

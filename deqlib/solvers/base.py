@@ -3,7 +3,7 @@
 :class:`Solver` holds the options of the stopping rule, common to Picard, Anderson and
 Broyden (so that an option added here is an option of all three), checks them once when the
 object is made, and runs a solve: the checks of f and z0, the first step, then the solver's
-iteration, :meth:`Solver._fast` (in place, no graph) or :meth:`Solver._reference` (out of
+iteration, ``Solver._fast`` (in place, no graph) or ``Solver._reference`` (out of
 place, for a graph through the iterations), and the verdict.
 """
 
