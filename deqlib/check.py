@@ -37,13 +37,14 @@ print their digits (3 or 4 significant ones), which a reader's machine reproduce
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["close", "at_most", "at_least", "exercise", "relative_difference"]
+__all__ = ["close", "at_most", "at_least", "exercise", "book_solution", "relative_difference"]
 
 
 def _is_tensor_sequence(value: Any) -> bool:
@@ -263,8 +264,35 @@ def _emit(*parts: str) -> None:
     print(line if len(line) <= WIDTH else "\n".join(parts))
 
 
-def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6, **kwargs: Any) -> None:
-    """Run the reader's ``fn(*args, **kwargs)`` and print it beside ``expected``.
+def book_solution(chapter: str, name: str) -> Callable:
+    """The book's solution ``name`` to an exercise of ``chapter``, from ``deqlib.solutions``.
+
+    The solutions live in the library, not in the notebooks, so that a reader on Colab or in
+    Jupyter sees the exercise and not its answer, and "Run all" never overwrites an attempt;
+    the book's site shows each one in a dropdown (a ``literalinclude`` of the same file).
+
+    Args:
+        chapter: the module of ``deqlib.solutions``, e.g. ``"ch04"``.
+        name: the function's name in it, e.g. ``"tanh_jacobian"``.
+    """
+    if not isinstance(chapter, str) or not isinstance(name, str):
+        raise TypeError(f"chapter and name must be strings such as 'ch04' and 'tanh_jacobian'; "
+                        f"got {chapter!r} and {name!r}")
+    try:
+        module = importlib.import_module(f"deqlib.solutions.{chapter}")
+    except ModuleNotFoundError as err:
+        raise ValueError(f"deqlib.solutions has no chapter {chapter!r} (the modules are "
+                         f"ch01, ch02, …); check the solution= argument") from err
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"deqlib.solutions.{chapter} has no solution named {name!r}; "
+                         f"check the exercise's function name")
+    return fn
+
+
+def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6,
+             solution: str | None = None, **kwargs: Any) -> Callable:
+    """Run the reader's ``fn(*args, **kwargs)``, print it beside ``expected``, return what to use.
 
     Prints:
 
@@ -273,26 +301,54 @@ def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6, **kwarg
       relative difference (see :func:`close`) is within ``tol``, ✗ otherwise (or when the shapes
       differ).
 
+    With ``solution="ch04"`` and a stub, the book's solution of the same name
+    (:func:`book_solution`) is run through the same check and returned, so the cells below run
+    before the exercise is done; it must pass (AssertionError otherwise: a bug in the book, not
+    the reader's). Its value is not printed, only its verdict. Once ``fn`` is done, right or
+    wrong, ``fn`` is returned: the reader's attempt is never replaced.
+
     A line wider than 99 characters is split, one part per line. It never raises for a stub or
     a wrong answer, so a notebook runs top to bottom before the exercises are done; any other
     exception from ``fn`` is the reader's bug and propagates. Non-numeric results (strings, …)
     are compared with ``==``.
+
+    Returns:
+        ``fn``, or the book's solution while ``fn`` is a stub and ``solution`` is given.
     """
     tol = _check_tol(tol)
     name = getattr(fn, "__name__", "your function")
+    book = book_solution(solution, name) if solution is not None else None
     try:
         yours = fn(*args, **kwargs)
     except NotImplementedError:
         _emit(f"not done yet ({name} raises NotImplementedError);", f"expected: {_show(expected)}")
-        return
-    mine, theirs = f"yours: {_show(yours)}", f"expected: {_show(expected)}"
+        return fn if book is None else _run_book_solution(book, args, kwargs, expected, tol)
+    verdict, detail = _verdict(yours, expected, tol)
+    parts = [f"yours: {_show(yours)}", f"expected: {_show(expected)}", verdict]
+    if detail:
+        parts[-1] += f" ({detail})"
+    _emit(*parts)
+    return fn
+
+
+def _run_book_solution(book: Callable, args, kwargs, expected: Any, tol: float) -> Callable:
+    """Check the book's solution as the reader's would be; it must pass."""
+    verdict, detail = _verdict(book(*args, **kwargs), expected, tol)
+    if verdict != "✓":
+        raise AssertionError(f"the book's solution {book.__module__}.{book.__name__} fails its "
+                             f"own check: {detail}")
+    _emit(f"the book's solution {verdict} ({detail});",
+          "the cells below use it until yours is done")
+    return book
+
+
+def _verdict(value: Any, expected: Any, tol: float) -> tuple[str, str]:
+    """("✓" or "✗", what was compared) for ``value`` against ``expected``."""
     try:
-        diff, kind = relative_difference(yours, expected)
+        diff, kind = relative_difference(value, expected)
     except ValueError as err:
-        _emit(mine, theirs, f"✗ ({err})")
-        return
+        return "✗", str(err)
     except TypeError:
-        _emit(mine, theirs, "✓" if _equal(yours, expected) else "✗")
-        return
+        return ("✓" if _equal(value, expected) else "✗"), ""
     verdict = "✓" if diff <= tol else "✗"
-    _emit(mine, theirs, f"{verdict} ({_difference(diff, kind, tol)}, tolerance {tol:g})")
+    return verdict, f"{_difference(diff, kind, tol)}, tolerance {tol:g}"

@@ -8,8 +8,12 @@ or the global rcParams.
   the depth grows, to the fixed point z* = f(z*, x).
 * :func:`forward_and_adjoint` (Part I): the forward solve and the adjoint solve as data flow,
   with nothing but z* kept between them.
+* :func:`training_step` (Part I): one training step of a DEQ, a loop over mini-batches:
+  forward solve, loss, adjoint solve, optimizer step, next batch.
 * :func:`delm_channels` (Part II): the deep equilibrium linear model, W = BU, with its
   A-channel (through σ(A), S and U) and its B-channel.
+* :func:`proof_at_a_glance` (Part II): the eight steps of the global convergence proof and
+  which step uses which.
 * :func:`trust_region` (Part II): level sets of a quadratic model, the trust region
   ‖v‖_Q ≤ Δ, the gradient step and the trust-region step, computed by
   :func:`deqlib.theory.solve_trust_region` on a 2-D problem.
@@ -24,7 +28,10 @@ from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
 
 from . import plot
 
-__all__ = ["weight_tied_stack", "forward_and_adjoint", "delm_channels", "trust_region"]
+__all__ = [
+    "weight_tied_stack", "forward_and_adjoint", "training_step", "delm_channels",
+    "proof_at_a_glance", "trust_region",
+]
 
 FORWARD = plot.PALETTE["picard"]  # blue: the forward pass
 BACKWARD = plot.PALETTE["anderson"]  # vermillion: the backward pass
@@ -220,6 +227,49 @@ def forward_and_adjoint() -> plot.BookFigure:
     return fig
 
 
+def training_step() -> plot.BookFigure:
+    """One training step of a DEQ, as a loop over mini-batches.
+
+    (1) the forward solve finds z* = f(z*, x) for the batch; (2) the loss compares the readout
+    of z* with the labels and gives g = ∂ℓ/∂z*; (3) the adjoint solve finds u = Jᵀu + g;
+    (4) the gradient (∂f/∂θ)ᵀu (and the readout's own) goes to the optimizer, which updates θ;
+    (5) the next batch starts with the new θ. Steps (1) and (3) are the two solves; the rest is
+    an ordinary training loop.
+    """
+    fig, ax = _canvas(100, 44, inches=(9.0, 4.0))
+    yf, yb = 33, 11
+    batch = _box(ax, (9, yf), "mini-batch\n$(x, y)$", width=13, height=7.5, size=10)
+    solve = _box(ax, (37, yf), "① forward solve\nfind $z^\\star = f(z^\\star, x)$",
+                 width=24, height=7.5, color=FORWARD, size=10)
+    loss = _box(ax, (78, yf), "② loss $\\ell(W_{\\mathrm{out}} z^\\star + b_{\\mathrm{out}}, y)$",
+                width=29, height=7.5, color=INK, size=10)
+    adjoint = _box(ax, (78, yb), "③ adjoint solve\nfind $u = J^\\top u + g$",
+                   width=24, height=7.5, color=BACKWARD, size=10)
+    grad = _box(ax, (46, yb), "gradient\n$(\\partial f/\\partial\\theta)^\\top u$",
+                width=17, height=7.5, color=BACKWARD, size=10)
+    updates = "updates $\\theta$, $W_{\\mathrm{out}}$, $b_{\\mathrm{out}}$"
+    step = _box(ax, (15, yb), "④ optimizer step\n" + updates, width=24, height=7.5, size=10)
+    _arrow(ax, batch["right"], solve["left"], color=FORWARD)
+    _arrow(ax, solve["right"], loss["left"], color=FORWARD)
+    ax.text(56.5, yf + 1.2, "$z^\\star$", ha="center", fontsize=11, color=FORWARD)
+    _arrow(ax, loss["bottom"], adjoint["top"], color=BACKWARD)
+    ax.text(79.5, (yf + yb) / 2, "$g = \\partial\\ell/\\partial z^\\star$", fontsize=10,
+            color=BACKWARD, va="center")
+    _arrow(ax, adjoint["left"], grad["right"], color=BACKWARD)
+    ax.text(60.5, yb + 1.2, "$u$", ha="center", fontsize=11, color=BACKWARD)
+    _arrow(ax, grad["left"], step["right"], color=BACKWARD)
+    _arrow(ax, (batch["bottom"][0], step["top"][1]), batch["bottom"], color=INK)
+    ax.text(batch["bottom"][0] + 1.5, (yf + yb) / 2, "⑤ next batch,\nnew weights", fontsize=10,
+            color=INK, va="center")
+    _arrow(ax, (37, yf - 4.6), (adjoint["top"][0] - 6, adjoint["top"][1] + 0.6), color=INK,
+           linestyle="--", width=1.1)
+    ax.text(55, 24.5, "$J = \\partial f/\\partial z$ at $z^\\star$: only $z^\\star$ is kept",
+            fontsize=9.5, color=INK, style="italic")
+    ax.text(50, 1.5, "① and ③ are the two solves; everything else is an ordinary training loop",
+            ha="center", fontsize=9.5, color=INK, style="italic")
+    return fig
+
+
 def delm_channels() -> plot.BookFigure:
     """The deep equilibrium linear model: φ(x) → equilibrium z = Sz + φ(x) → z* = Uφ(x) → B.
 
@@ -278,6 +328,50 @@ def delm_channels() -> plot.BookFigure:
         fontsize=11,
         color=INK,
     )
+    return fig
+
+
+def proof_at_a_glance() -> plot.BookFigure:
+    """The eight steps of chapter 6's convergence proof and how they feed one another.
+
+    Blue boxes are results proved in chapter 5 (well-posedness, the spectral and gradient
+    lemmas, surjectivity), black ones the steps proved in chapter 6; arrows point from what a
+    step uses to the step. The chapter lists, under the figure, where each step is proved.
+    """
+    fig, ax = _canvas(100, 60, inches=(9.5, 5.7))
+    chapter5, chapter6 = FORWARD, INK
+    steps = {
+        1: ((16, 50), "1 · well-posedness\n$U = (I - S)^{-1}$ exists", chapter5),
+        2: ((50, 50), "2 · spectral lemma\n$s_{\\min}(U_t) \\geq 1$", chapter5),
+        3: ((84, 50), "3 · gradient lemma\n$\\partial L/\\partial B = G\\,U^\\top$", chapter5),
+        6: ((16, 30), "6 · PL inequality\n"
+            "$\\Vert G\\Vert^2 \\geq 2\\mu(\\mathcal{L} - \\mathcal{L}^\\star)$", chapter6),
+        5: ((50, 30), "5 · transfer\n$\\dot L \\leq -\\lambda_{\\min}(P_t)\\,\\Vert G\\Vert^2$",
+            chapter6),
+        4: ((84, 30), "4 · energy identity\n$\\dot L = -\\Vert\\nabla_{\\!A} L\\Vert^2"
+            " - \\Vert\\nabla_{\\!B} L\\Vert^2$", chapter6),
+        7: ((16, 10), "7 · Grönwall\n$L_T - \\mathcal{L}^\\star \\leq (L_0 - \\mathcal{L}^\\star)"
+            "\\, e^{-2\\mu\\int_0^T\\lambda_{\\min}(P_t)dt}$", chapter6),
+        8: ((84, 10), "8 · surjectivity\n$\\inf_{A, B} L = \\mathcal{L}^\\star$", chapter5),
+    }
+    box = {k: _box(ax, xy, text, width=27, height=8.5, color=color, size=9.5)
+           for k, (xy, text, color) in steps.items()}
+    theorem = _box(ax, (50, 10), "theorem: global infimum,\nlinear rate, any width",
+                   width=24, height=8.5, color=B_CHANNEL, size=9.5, weight="bold")
+    for start, end in (("1", "2"), ("4", "5"), ("7", "T"), ("8", "T")):
+        a = box[int(start)]
+        b = theorem if end == "T" else box[int(end)]
+        if a["right"][0] < b["left"][0]:
+            _arrow(ax, a["right"], b["left"])
+        else:
+            _arrow(ax, a["left"], b["right"])
+    for start, end in ((2, 5), (6, 7)):
+        _arrow(ax, box[start]["bottom"], box[end]["top"])
+    _arrow(ax, (38, 25.2), (29.5, 14.8))  # from 5 down to 7
+    _arrow(ax, (72, 45.2), (63.5, 35.0))  # from 3 down to 5
+    _arrow(ax, box[1]["top"], box[3]["top"], rad=-0.18)
+    ax.text(50, 0.5, "blue: proved in chapter 5    black: proved in chapter 6", ha="center",
+            fontsize=9.5, color=INK)
     return fig
 
 

@@ -44,13 +44,6 @@ def test_install_cell_uses_the_configured_repository(root, path):
     )
 
 
-def test_colab_launch_is_configured(root):
-    cfg = config(root)
-    assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert cfg["repository"]["url"].startswith("https://github.com/")
-    assert cfg["repository"]["path_to_book"] == "" and cfg["repository"]["branch"] == "main"
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_executed_with_outputs_and_widget_state(path):
     nb = load(path)

@@ -53,6 +53,19 @@ def test_the_diagrams_say_what_the_chapters_need():
     assert len(boxes) == 5 and len(arrows) >= 7
 
 
+def test_proof_diagram_names_all_eight_steps_and_the_theorem():
+    fig = diagrams.proof_at_a_glance()
+    words = texts(fig)
+    for k, name in enumerate(["well-posedness", "spectral lemma", "gradient lemma",
+                              "energy identity", "transfer", "PL inequality", "Grönwall",
+                              "surjectivity"], start=1):
+        assert f"{k} · {name}" in words, (k, name)
+    assert "theorem" in words
+    boxes = [p for p in fig.axes[0].patches if isinstance(p, FancyBboxPatch)]
+    arrows = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
+    assert len(boxes) == 9 and len(arrows) == 9
+
+
 def test_trust_region_diagram_draws_the_computed_step_on_the_ellipse():
     g, H, Q, radius, model_step = diagrams._trust_region_problem()
     step, multiplier = solve_trust_region(g, H, Q, radius)

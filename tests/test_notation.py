@@ -1,0 +1,120 @@
+"""The notation page is a symbol index: every symbol links to where the book introduces it.
+
+These tests keep the index from rotting without building the book: every cross-reference on
+book/notation.md ({ref}, {numref}, {prf:ref}, {eq}, {doc}) must name a label or a page that
+exists in the book's sources, and every row of the index must carry such a link. The full
+-W -n build (tests/test_book_build.py) checks the same, slowly; this runs in a second.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+NOTATION = BOOK / "notation.md"
+
+#: The roles a link on the notation page may use, and what each must point to.
+ROLE = re.compile(r"\{(ref|numref|prf:ref|eq|doc)\}`([^`]*)`")
+#: Where the book defines labels: a MyST target line, a directive's :label: or :name:, a
+#: labelled equation, and a glued figure's name in a code cell's metadata.
+TARGET = re.compile(r"^\((?P<target>[\w-]+)\)=\s*$", re.M)
+OPTION = re.compile(r"^:(?:label|name):\s*(?P<option>[\w-]+)\s*$", re.M)
+EQUATION = re.compile(r"\$\$\s*\((?P<equation>[\w-]+)\)\s*$", re.M)
+
+
+def _markdown_sources() -> dict[str, str]:
+    """Each page's markdown (notebook markdown cells joined), by page name (``book/...``)."""
+    pages = {}
+    for path in sorted(BOOK.glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        pages[path.stem] = "\n".join("".join(c["source"]) for c in cells
+                                     if c["cell_type"] == "markdown")
+    for path in sorted(BOOK.glob("*.md")):
+        pages[path.stem] = path.read_text()
+    return pages
+
+
+def _figure_names() -> list[str]:
+    names = []
+    for path in sorted(BOOK.glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            figure = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
+            if "name" in figure:
+                names.append(figure["name"])
+    return names
+
+
+def book_labels() -> list[str]:
+    """Every label the book defines (with repeats, so that duplicates can be found)."""
+    labels = _figure_names()
+    for text in _markdown_sources().values():
+        for pattern in (TARGET, OPTION, EQUATION):
+            labels += [m.group(1) for m in pattern.finditer(text)]
+    return labels
+
+
+def links(text: str) -> list[tuple[str, str]]:
+    """The (role, target) pairs of a page: the target is the part in <…> when a title is given."""
+    found = []
+    for role, body in ROLE.findall(text):
+        titled = re.fullmatch(r"(?s).*<([^<>]+)>\s*", body)
+        found.append((role, (titled.group(1) if titled else body).strip()))
+    return found
+
+
+def unresolved(text: str, labels: set[str], pages: set[str]) -> list[str]:
+    """The links of ``text`` that point nowhere, as ``{role}`target``` strings."""
+    bad = []
+    for role, target in links(text):
+        if role == "doc":
+            ok = target.removeprefix("book/").removesuffix(".md").removesuffix(".ipynb") in pages
+        else:
+            ok = target in labels
+        if not ok:
+            bad.append(f"{{{role}}}`{target}`")
+    return bad
+
+
+def index_rows(text: str) -> list[str]:
+    """The rows of the symbol tables: table lines whose first cell is a symbol ($…$ or `…`)."""
+    return [line for line in text.splitlines()
+            if re.match(r"\|\s*(\$|`|\(no symbol\))", line)]
+
+
+def test_every_link_on_the_notation_page_resolves():
+    text = NOTATION.read_text()
+    found = links(text)
+    assert len(found) >= 50, f"the notation page has only {len(found)} links; is it an index?"
+    bad = unresolved(text, set(book_labels()), set(_markdown_sources()))
+    assert not bad, ("the notation page links to labels that no page defines (add the label "
+                     "where the symbol is introduced, or fix the link): " + ", ".join(bad))
+
+
+def test_every_symbol_of_the_index_links_to_where_it_is_introduced():
+    rows = index_rows(NOTATION.read_text())
+    assert len(rows) >= 60, f"only {len(rows)} symbol rows found on the notation page"
+    bare = [row[:60] for row in rows if not ROLE.search(row)]
+    assert not bare, f"index rows without a link to where the symbol is introduced: {bare}"
+
+
+def test_labels_are_unique_across_the_book():
+    repeated = [label for label, n in Counter(book_labels()).items() if n > 1]
+    assert not repeated, f"labels defined more than once (a link could not tell which): {repeated}"
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("{prf:ref}`thm-banach`", []),
+    ("see {ref}`the toolbox <toolbox-pl>`", []),
+    ("{eq}`eq-no-such-equation`", ["{eq}`eq-no-such-equation`"]),
+    ("{doc}`01_implicit_layers` and {doc}`99_missing`", ["{doc}`99_missing`"]),
+    ("{numref}`Fig. %s <fig-not-there>`", ["{numref}`fig-not-there`"]),
+])
+def test_the_check_finds_broken_links(text, bad):
+    """The resolver itself: a link to a missing label or page is reported, a good one is not."""
+    assert unresolved(text, set(book_labels()), set(_markdown_sources())) == bad
