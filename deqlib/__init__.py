@@ -19,6 +19,7 @@ The library the book's chapters run on. One module per idea:
   fetched once with npm), MNIST & co. via torchvision
 * :mod:`deqlib.experiments` the DELM against its explicit peers: a resumable runner,
   tables and figures
+* :mod:`deqlib.stats`    paired comparisons over seeds: t-intervals and exact sign tests
 * :mod:`deqlib.memory`   the memory a backward pass keeps, on CPU and CUDA
 * :mod:`deqlib.stability` equilibria that are easy to find: a Jacobian penalty (Hutchinson)
   and a monotone parameterisation with a unique equilibrium
@@ -39,6 +40,7 @@ from . import (
     plot,
     solvers,
     stability,
+    stats,
     theory,
     train,
 )
@@ -64,7 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "backward", "check", "data", "diagrams", "functional", "memory", "monitor", "ntk", "plot",
-    "solvers", "stability", "theory", "train",
+    "solvers", "stability", "stats", "theory", "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",

@@ -206,8 +206,9 @@ class EquilibriumMonitor(SolverStats):
 
     The row :meth:`epoch` returns (means over the probe's samples):
 
-    * ``forward_steps``, ``backward_steps``, … : :meth:`SolverStats.summary` of the epoch's
-      solves (NaN before the first epoch), and ``forward_per_batch``, ``backward_per_batch``:
+    * ``forward_steps``, ``backward_steps``, … : :meth:`~deqlib.implicit.SolverStats.summary`
+      of the epoch's solves (NaN before the first epoch), and ``forward_per_batch``,
+      ``backward_per_batch``:
       the steps of each solve, a list;
     * ``J_norm``: ‖J‖₂ (:func:`operator_norm`); ``J_radius``: ρ(J) (:func:`spectral_radius`),
       and ``J_radius_max``, its largest value over the probe;

@@ -186,6 +186,45 @@ def test_ch05_exercise_2_rank_one_gives_gamma_and_rank_two_less():
     check.close(S_one, 0.8, tol=1e-9)
     check.close(ratio_one, 1.0, tol=1e-12)
     assert ratio_two < 1 - 1e-3 and S_two < 0.8 * (1 - 1e-3)
+    # the numbers the answer states
+    assert f"{S_one:.4f}" == "0.8000" and abs(S_one - 0.8) < 1e-12, S_one
+    assert f"{ratio_two:.3f}" == "0.771" and f"{S_two:.3f}" == "0.617", (ratio_two, S_two)
+
+
+def test_ch10_exercise_3_the_frozen_kernel_bound_breaks_at_width_8_only():
+    from deqlib.solutions import ch10
+
+    worst = ch10.exercise_3()
+    assert worst[8] > 1.5
+    assert all(0.95 <= worst[m] <= 1.0 for m in (4, 16, 64)), worst
+
+
+def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
+    # The answer's two closed forms, against Gauss-Hermite quadrature in 2-D (u, v correlated).
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)   # for the weight exp(-x^2/2)
+    weights = weights / weights.sum()
+    x1, x2 = np.meshgrid(nodes, nodes, indexing="ij")
+    w = np.outer(weights, weights)
+    for s_ii, s_jj, s_ij in [(1.0, 1.0, 0.3), (2.0, 0.5, -0.6), (1.5, 1.2, 1.2)]:
+        u = np.sqrt(s_ii) * x1
+        v = s_ij / np.sqrt(s_ii) * x1 + np.sqrt(s_jj - s_ij**2 / s_ii) * x2
+        phi = np.arccos(s_ij / np.sqrt(s_ii * s_jj))
+        degree_1 = np.sqrt(s_ii * s_jj) / (2 * np.pi) * (np.sin(phi) + (np.pi - phi) * np.cos(phi))
+        degree_0 = (np.pi - phi) / (2 * np.pi)
+        assert abs((w * np.maximum(u, 0) * np.maximum(v, 0)).sum() - degree_1) < 2e-3
+        # kinks slow the quadrature down; a wrong formula errs by more than 0.05 here
+        assert abs((w * (u > 0) * (v > 0)).sum() - degree_0) < 2e-2
+
+
+def test_ch11_exercise_4_anderson_reaches_the_one_solution_from_every_start():
+    from deqlib.solutions import ch11
+
+    out = ch11.exercise_4()
+    assert all(out["converged"]) and all(out["converged_tight"])
+    assert max(out["gap"]) < 1e-4
+    assert max(out["gap_tight"]) < 1e-8
 
 
 def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
@@ -194,8 +233,22 @@ def test_ch06_exercise_2_gamma_barely_moves_the_worst_direction():
     out = ch06.exercise_2(*_chapter_6_problem())
     low, high = out["s_min_U_sq"]
     assert 1 <= low <= high < 1.05
+    assert round(low, 3) == 1.000 and round(high, 3) == 1.035, (low, high)  # as the answer says
     check.close(torch.tensor(out["lam_min_P"]), torch.tensor(out["s_min_U_sq"]), tol=1e-10)
     assert out["lam_max_U_end"] < 1 / (1 - 0.95)
+    assert round(out["lam_max_U_end"], 2) == 9.75, out["lam_max_U_end"]
+
+
+def test_ch06_exercise_3_training_b_alone_loses_nothing_on_the_chapters_run():
+    from deqlib.solutions import ch06
+
+    out = ch06.exercise_3(*_chapter_6_problem())
+    # the numbers the answer states, to the digits it states them
+    assert f"{out['gap_B_only']:.1e}" == "5.1e-11" and f"{out['gap_both']:.1e}" == "1.2e-10", out
+    assert round(out["rate_B_only"]) == 136 and round(out["rate_both"]) == 132, out
+    start, end = out["s_min_U_sq_start_end"]
+    assert round(start, 3) == 1.029 and round(end, 3) == 1.015, (start, end)
+    assert out["gap_B_only"] < out["gap_both"]  # "nothing is lost" on this run
 
 
 def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
@@ -209,6 +262,21 @@ def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
     check.close(nu_9, 1.0, tol=1e-8)
     assert abs(radius_9 - radius_1) > 1e-3 * radius_1          # the radius changes ...
     assert abs(radius_9 / radius_1 - 9) > 1                     # ... not in proportion to ε
+    # the closed form Δ² = ε gᵀPg − ε² gᵀPHPg and the numbers the answer states
+    A0, B0, Phi, Y = _chapter_6_problem()
+    W0 = deqlib.functional.end_to_end(A0, B0, 0.8, 1e-6)
+    g = deqlib.theory.shallow_gradient(W0, Phi, Y).reshape(-1)
+    P = deqlib.theory.preconditioner(A0, B0, 0.8, 1e-6)
+    H = deqlib.theory.shallow_hessian(W0, Phi, Y)
+    gPg, gPHPg = g @ P @ g, g @ P @ H @ P @ g
+    for eps, radius in ((eps_1, radius_1), (eps_9, radius_9)):
+        check.close(radius**2, eps * gPg - eps**2 * gPHPg, tol=1e-9)
+    lam_max = 0.1 / eps_1                                        # ε = f / λ_max
+    r = (gPHPg / (lam_max * gPg)).item()
+    assert round(r, 2) == 0.97, r
+    assert round((radius_9 / radius_1) ** 2, 2) == 1.26, radius_9 / radius_1
+    check.close((radius_9 / radius_1) ** 2, 9 * (1 - 0.9 * r) / (1 - 0.1 * r), tol=1e-9)
+    assert f"{radius_1:.2f}" == "13.85" and f"{radius_9:.2f}" == "15.54", (radius_1, radius_9)
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +347,46 @@ def test_ch04_self_check_2_the_dense_deq_norm_falls_while_its_radius_rises(ch04_
     assert h["W_radius"][-1] > h["W_radius"][0] and h["slope"][-1] < h["slope"][0]
     assert h["picard_steps"][-1] > h["picard_steps"][0]
     assert all(0.88 <= w <= 0.9 for w in h["W_norm"])
+
+
+def test_ch08_exercise_2_depth_3_leads_the_linear_model_on_every_seed_at_the_rate_0_02():
+    from deqlib import stats
+    from deqlib.solutions import ch08
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = ch08.exercise_2()
+    finally:
+        torch.set_num_threads(threads)
+    acc, loss = result["test_acc"], result["train_loss"]
+    assert (acc["n"], acc["positive"], acc["verdict"]) == (5, 5, "a > b")     # higher accuracy
+    assert (loss["n"], loss["negative"], loss["verdict"]) == (5, 5, "a < b")  # lower loss
+    assert acc["sign_p"] == loss["sign_p"] == 0.0625 == stats.smallest_sign_p(5)
+
+
+def test_ch09_exercise_2_from_zero_both_reach_the_minimum_norm_interpolant():
+    from deqlib import theory
+    from deqlib.solutions import ch09
+
+    g = torch.Generator().manual_seed(0)
+    Phi = torch.randn(20, 8, generator=g, dtype=torch.float64)
+    Y = torch.randn(3, 20, generator=g, dtype=torch.float64) @ Phi
+
+    def gradient_descent(W, Phi, Y, steps=4000):
+        eta = 0.5 / torch.linalg.eigvalsh(Phi @ Phi.T)[-1]
+        for _ in range(steps):
+            W = W - eta * theory.shallow_gradient(W, Phi, Y)
+        return W
+
+    gd, limit, min_norm = ch09.exercise_2(Phi, Y, gradient_descent)
+    check.close(gd, min_norm, tol=1e-8)
+    check.close(limit, min_norm, tol=1e-12)
+
+
+def test_ch09_exercise_4_counts_on_100_digits():
+    from deqlib.solutions import ch09
+
+    m, zero, inked, images = ch09.exercise_4("digits", train_size=100)
+    assert (m, zero, inked) == (64, 8, 4)            # the numbers ch09.md states
+    assert images >= 1

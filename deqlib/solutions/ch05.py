@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from deqlib.functional import equilibrium_weight
+from deqlib import functional
 
 
 def my_delm_gradients(A, B, G, gamma, delta):
@@ -25,7 +25,7 @@ def exercise_2(gamma=0.8, delta=1e-12, seed=0):
     out = {}
     for name, A in (("rank one", torch.outer(u, v)), ("rank two", w @ w.T)):
         C = A.T @ A
-        S = equilibrium_weight(A, gamma, delta)
+        S = functional.equilibrium_weight(A, gamma, delta)
         out[name] = (torch.linalg.matrix_norm(S, ord=2).item(),
                      (torch.linalg.matrix_norm(C, ord=2) / torch.linalg.matrix_norm(C)).item())
     return out

@@ -20,3 +20,48 @@ def my_ntk(model, X):
             for i in range(len(out))]
     J = torch.stack(rows)
     return (J @ J.T).detach()
+
+
+def exercise_3(widths=(4, 8, 16, 64), seeds=(0, 1, 2), eta=0.2, steps=60, every=10):
+    """The chapter's sweep with the residual along Θ_0's slowest direction, against e^(−2λ_0 t).
+
+    Rebuilds the chapter's inputs (n = 8 on the sphere of radius √16), and for each width and
+    seed sets y = model(X) + v, v the unit eigenvector of Θ_0 for λ_0 = λ_min(Θ_0), so that the
+    initial residual lies along v. Trains by full-batch gradient descent as the chapter's
+    ``train_deq`` does and returns, per width, the largest ratio L_t / (e^(−2λ_0 t) L_0) over
+    the records (t = η·every·i) and the seeds: at most 1 where the frozen-kernel bound held.
+    """
+    import math
+
+    from deqlib import ntk
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # as the chapter; restored below
+    try:
+        g = torch.Generator().manual_seed(0)
+        X = torch.randn(8, 16, generator=g)
+        X = X / X.norm(dim=1, keepdim=True) * 4.0                # radius √d, d = 16
+        worst = {}
+        for m in widths:
+            ratios = []
+            for seed in seeds:
+                model = ntk.WideTanhDEQ(16, m, tol=1e-10,
+                                        generator=torch.Generator().manual_seed(seed))
+                lam, vec = torch.linalg.eigh(ntk.implicit_ntk(model, X))
+                with torch.no_grad():
+                    y = model(X) + vec[:, 0]                     # residual −v at the start
+                opt, losses = torch.optim.SGD(model.parameters(), lr=eta), []
+                for k in range(steps + 1):
+                    loss = 0.5 * (model(X) - y).pow(2).sum()
+                    if k % every == 0:
+                        losses.append(loss.item())
+                    if k < steps:
+                        opt.zero_grad()
+                        loss.backward()
+                        opt.step()
+                ratios += [loss / (losses[0] * math.exp(-2 * lam[0].item() * eta * every * i))
+                           for i, loss in enumerate(losses) if i > 0]
+            worst[m] = max(ratios)
+    finally:
+        torch.set_default_dtype(previous)
+    return worst

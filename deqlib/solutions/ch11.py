@@ -13,3 +13,44 @@ def kib_per_layer(batch, width, bytes_per_number):
 def forward_backward_step(z, W, v, alpha):
     """ReLU(z − α((I − W)z − v)) for a batch z of shape (batch, width)."""
     return torch.relu(z - alpha * (z - z @ W.T - v))  # (I − W)z, row by row
+
+
+def exercise_4(tol=1e-10):
+    """Anderson on the plain ReLU equation from the chapter's five starts.
+
+    Rebuilds the chapter's monotone layer, injection and starts, solves z = ReLU(Wz + v) with
+    deqlib.anderson from each start (default settings, then to ``tol``), and measures how far
+    each solution lies from the forward-backward solution. Returns a dict of lists, one entry
+    per start: ``converged``, ``steps``, ``gap`` (largest entry of |z − z_split|) at the
+    defaults, and ``converged_tight``, ``gap_tight`` at ``tol``.
+    """
+    import warnings
+
+    import deqlib
+    from deqlib.stability import MonotoneLinear
+
+    data = deqlib.data.load("digits").to(dtype=torch.float64)
+    layer = MonotoneLinear(32, m=0.1, init_scale=0.5, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(0))
+    W = layer.weight().detach()
+    g = torch.Generator().manual_seed(1)
+    U = torch.randn(32, 64, generator=g, dtype=torch.float64) / 8
+    v = data.X_test[:8] @ U.T
+    starts = [10 * torch.randn(v.shape, generator=g, dtype=torch.float64) for _ in range(5)]
+    z_split = deqlib.anderson(layer.splitting_map(v), starts[0], tol=1e-13, max_iter=10_000).z
+
+    def plain(z):
+        return torch.relu(z @ W.T + v)
+
+    out = {key: [] for key in ("converged", "steps", "gap", "converged_tight", "gap_tight")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", deqlib.ConvergenceWarning)  # counted, not hidden
+        for z0 in starts:
+            default, tight = deqlib.anderson(plain, z0), deqlib.anderson(plain, z0, tol=tol,
+                                                                         max_iter=1000)
+            out["converged"].append(bool(default.converged))
+            out["steps"].append(default.steps)
+            out["gap"].append((default.z - z_split).abs().max().item())
+            out["converged_tight"].append(bool(tight.converged))
+            out["gap_tight"].append((tight.z - z_split).abs().max().item())
+    return out
