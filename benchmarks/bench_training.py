@@ -1,8 +1,8 @@
 """Training end to end: deqlib's DEQ layers against the same maps wrapped by torchdeq 0.1.0.
 
 Models (chapter 4's, on the embedded digits, 1,347 training and 450 test images of 8 × 8):
-``deqlib.TanhDEQ(64, 32, 10, solver=Anderson(tol=1e-4))`` (Anderson, relative tolerance 1e-4, max_iter 100,
-implicit backward with the same solver, tolerance and max_iter) and
+``deqlib.TanhDEQ(64, 32, 10, solver=Anderson(tol=1e-4))`` (Anderson, relative tolerance 1e-4,
+max_iter 100, implicit backward with the same solver, tolerance and max_iter) and
 ``deqlib.ConvDEQ((8, 8), 10, channels=8, pool=4)`` (Anderson, tol 1e-4, max_iter 50, the same
 implicit backward). Both are trained for 3 epochs with Adam (lr 1e-2), batches of 64 drawn in
 the order deqlib.train.fit draws them (one torch.Generator seeded 0), the batch mean of the
