@@ -56,7 +56,7 @@ def memory_ratio(problem) -> dict:
     p = problem.to(dtype=torch.float32)
     W, injection = parameters(p)
     one = saved_tensor_bytes(lambda: f_tanh(p.z0().requires_grad_(), (W, injection)))
-    deq = deqlib.DEQ(f_tanh, tol=TOL, max_iter=1000)
+    deq = deqlib.DEQ(f_tanh, solver=deqlib.Anderson(tol=TOL, max_iter=1000))
     kept = saved_tensor_bytes(lambda: deq((W, injection), p.z0()))
     return {"deq_bytes": kept, "one_application_bytes": one, "ratio": kept / one}
 
@@ -109,10 +109,11 @@ def backward_times(rho: float, repeats: int, device) -> dict:
     W, injection = parameters(p)
     weights = torch.randn(p.x.shape, generator=torch.Generator().manual_seed(0)).to(device)
     ours = {
-        "deqlib": deqlib.DEQ(f_tanh, tol=TOL, max_iter=1000),
+        "deqlib": deqlib.DEQ(f_tanh, solver=deqlib.Anderson(tol=TOL, max_iter=1000)),
         # the adjoint problem is linear: Picard's cheap steps may beat Anderson's there
         "deqlib, picard adjoint": deqlib.DEQ(
-            f_tanh, tol=TOL, max_iter=1000, backward_solver="picard", backward_max_iter=5000
+            f_tanh, solver=deqlib.Anderson(tol=TOL, max_iter=1000),
+            backward=deqlib.Implicit(solver=deqlib.Picard(tol=TOL, max_iter=5000))
         ),
     }
     theirs = torchdeq.get_deq(
@@ -186,7 +187,7 @@ def iteration_sweep(repeats: int, device) -> list[dict]:
         p64.x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     ).to(device)
     W64, inj64 = parameters(p64)
-    exact_deq = deqlib.DEQ(f_tanh, tol=1e-12, max_iter=1000)
+    exact_deq = deqlib.DEQ(f_tanh, solver=deqlib.Anderson(tol=1e-12, max_iter=1000))
     exact = torch.autograd.grad((exact_deq((W64, inj64), p64.z0()) * weights).sum(), W64)[0]
     p = p64.to(dtype=torch.float32)
     W, inj = parameters(p)
@@ -194,8 +195,9 @@ def iteration_sweep(repeats: int, device) -> list[dict]:
 
     def make(mode, k):
         # the forward runs exactly k Picard iterations in every mode (tol unreachable)
-        backward = {"backward_tol": 1e-8, "backward_max_iter": 200} if mode == "implicit" else {}
-        deq = deqlib.DEQ(f_tanh, solver="picard", backward=mode, tol=1e-30, max_iter=k, **backward)
+        backward = (deqlib.Implicit(solver=deqlib.Picard(tol=1e-8, max_iter=200))
+                    if mode == "implicit" else mode)
+        deq = deqlib.DEQ(f_tanh, solver=deqlib.Picard(tol=1e-30, max_iter=k), backward=backward)
 
         def step():
             loss = (deq((W, inj), p.z0()) * w32).sum()

@@ -37,9 +37,7 @@ def main():
     iterative = deqlib.DeepEquilibriumLinear(
         m,
         m_y,
-        solver="picard",
-        tol=1e-5,
-        max_iter=100,
+        solver=deqlib.Picard(tol=1e-5, max_iter=100),
         device=device,
         callback=lambda result, phase: solves.append((phase, result.steps)),
     )

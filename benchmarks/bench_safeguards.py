@@ -1,20 +1,23 @@
 """The price of the precision-floor safeguards (issue 16): today's solvers against the solvers
 of a commit before them, on the pinned reference problems, interleaved in one run.
 
-    python benchmarks/bench_safeguards.py [--before b21f901] [--repeats 7]
+    python benchmarks/bench_safeguards.py [--before b21f901] [--repeats 7] [--out safeguards]
 
-The solvers before are read from git (`git show COMMIT:deqlib/solvers.py`). For each problem
+The solvers before are read from git (`git archive COMMIT deqlib`, imported as the package
+`deqlib_before`, so that a module or a package `deqlib.solvers` both work). For each problem
 (the pinned tanh DEQ, batch 64 × width 256 and 32 × 512, ρ ∈ {0.9, 0.99}, tol ∈ {1e-4, 1e-6},
 float32, one thread) and solver, it prints the steps of both, the median time of a solve, the
 ratio after/before and the cost of a step in units of one evaluation of f (measured in the same
-run). Results: results/safeguards.json.
+run). Results: results/<out>.json (results/safeguards.json by default).
 """
 
 import argparse
 import functools
 import importlib.util
+import io
 import subprocess
 import sys
+import tarfile
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,21 +35,25 @@ EVALUATIONS = 50
 def solvers_at(commit: str):
     """deqlib.solvers as it was at `commit`, imported beside today's package."""
     root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(["git", "show", f"{commit}:deqlib/solvers.py"], cwd=root,
-                            check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "solvers_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("solvers_before", path)
+    archive = subprocess.run(["git", "archive", commit, "deqlib"], cwd=root, check=True,
+                             capture_output=True).stdout
+    folder = Path(tempfile.mkdtemp())
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    package = folder / "deqlib"
+    spec = importlib.util.spec_from_file_location(
+        "deqlib_before", package / "__init__.py", submodule_search_locations=[str(package)])
     module = importlib.util.module_from_spec(spec)
-    sys.modules["solvers_before"] = module
+    sys.modules["deqlib_before"] = module
     spec.loader.exec_module(module)
-    return module
+    return module.solvers
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="b21f901", help="the commit to compare against")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default="safeguards", help="results/<out>.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     before = solvers_at(args.before)
@@ -83,7 +90,7 @@ def main():
     geo = ratios.log().mean().exp().item()
     print(f"time after/before: geometric mean {geo:.3f}, range {ratios.min():.3f}–"
           f"{ratios.max():.3f}")
-    save("safeguards", {"before": args.before, "rows": rows, "geometric_mean_ratio": geo},
+    save(args.out, {"before": args.before, "rows": rows, "geometric_mean_ratio": geo},
          "cpu")
 
 

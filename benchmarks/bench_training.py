@@ -1,8 +1,8 @@
 """Training end to end: deqlib's DEQ layers against the same maps wrapped by torchdeq 0.1.0.
 
 Models (chapter 4's, on the embedded digits, 1,347 training and 450 test images of 8 × 8):
-``deqlib.TanhDEQ(64, 32, 10, tol=1e-4)`` (Anderson, relative tolerance 1e-4, max_iter 100,
-implicit backward with the same solver, tolerance and max_iter) and
+``deqlib.TanhDEQ(64, 32, 10, solver=Anderson(tol=1e-4))`` (Anderson, relative tolerance 1e-4,
+max_iter 100, implicit backward with the same solver, tolerance and max_iter) and
 ``deqlib.ConvDEQ((8, 8), 10, channels=8, pool=4)`` (Anderson, tol 1e-4, max_iter 50, the same
 implicit backward). Both are trained for 3 epochs with Adam (lr 1e-2), batches of 64 drawn in
 the order deqlib.train.fit draws them (one torch.Generator seeded 0), the batch mean of the
@@ -58,14 +58,18 @@ THEIRS = {"anderson": "anderson", "picard": "fixed_point_iter"}
 TUNED = "anderson_m5_lam1e-8"
 
 
+SOLVER_CLASSES = {"anderson": deqlib.Anderson, "picard": deqlib.Picard}
+
+
 def make_model(name, data, solver="anderson"):
     """A deqlib model, initialised from a fixed generator (chapter 4's settings)."""
     generator = torch.Generator().manual_seed(0)
     if name == "tanh":
-        return deqlib.TanhDEQ(data.in_features, 32, data.num_classes, tol=1e-4, solver=solver,
-                              generator=generator)
+        return deqlib.TanhDEQ(data.in_features, 32, data.num_classes,
+                              solver=SOLVER_CLASSES[solver](tol=1e-4), generator=generator)
     return deqlib.ConvDEQ(data.image_shape, data.num_classes, channels=8, pool=4,
-                          solver=solver, generator=generator)
+                          solver=SOLVER_CLASSES[solver](tol=1e-4, max_iter=50),
+                          generator=generator)
 
 
 def register_tuned():
@@ -82,11 +86,12 @@ class TorchDEQModel(nn.Module):
         super().__init__()
         from torchdeq import get_deq
         self.layer = copy.deepcopy(layer)   # the same weights, the same parameterisation
-        deq = self.layer.deq
-        solver = solver or THEIRS[deq.solver]
+        ours = self.layer.deq.solver
+        backward = self.layer.deq.backward.solver or ours   # Implicit(): the forward's
+        solver = solver or THEIRS[ours.method]
         self.deq = get_deq(f_solver=solver, b_solver=solver,
-                           f_tol=deq.tol, b_tol=deq.backward_tol,
-                           f_max_iter=deq.max_iter, b_max_iter=deq.backward_max_iter,
+                           f_tol=ours.tol, b_tol=backward.tol,
+                           f_max_iter=ours.max_iter, b_max_iter=backward.max_iter,
                            f_stop_mode="rel", b_stop_mode="rel", ift=True)
         self.writer = writer   # torchdeq's backward_writer: gets the adjoint solve's info
 
@@ -300,9 +305,9 @@ def main(args):
                             "per_round_min": min(per_round), "per_round_max": max(per_round)}
         results["models"][name] = {
             "model": repr(layer).splitlines()[0] + " ...",
-            "deq": {"solver": layer.deq.solver, "tol": layer.deq.tol,
-                    "max_iter": layer.deq.max_iter, "backward": "implicit (same solver, tol, "
-                    "max_iter)", "stop": "rel"},
+            "deq": {"solver": layer.deq.solver.method, "tol": layer.deq.solver.tol,
+                    "max_iter": layer.deq.solver.max_iter,
+                    "backward": "implicit (same solver, tol, max_iter)", "stop": "rel"},
             "seconds": times, "median_seconds": medians, "ratios_deqlib_over_torchdeq": ratios,
             "runs": check,
         }

@@ -2,8 +2,10 @@
 
 The library the book's chapters run on. One module per idea:
 
-* :mod:`deqlib.solvers`  fixed-point solvers (Picard, Anderson, Broyden) with statistics
-* :mod:`deqlib.implicit` the DEQ layer and its implicit / unrolled / one-step backward
+* :mod:`deqlib.solvers`  fixed-point solvers as objects (Picard, Anderson, Broyden) with
+  statistics
+* :mod:`deqlib.implicit` the DEQ layer and the implicit function theorem
+* :mod:`deqlib.backward` the DEQ's backward modes as objects (implicit, unrolled, one-step)
 * :mod:`deqlib.layers`   nonlinear DEQ layers (a tanh DEQ, a convolutional DEQ) and the
   pinned reference problem
 * :mod:`deqlib.functional` the formulas, written once: the DELM's σ(A), U, W = BU and
@@ -27,6 +29,7 @@ The library the book's chapters run on. One module per idea:
 """
 
 from . import (
+    backward,
     check,
     data,
     diagrams,
@@ -41,12 +44,16 @@ from . import (
     theory,
     train,
 )
+from .backward import Implicit, OneStep, Unrolled
 from .implicit import DEQ, SolverStats
 from .layers import ConvDEQ, TanhDEQ, reference_tanh_problem
 from .models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
 from .solvers import (
+    Anderson,
+    Broyden,
     ConvergenceError,
     ConvergenceWarning,
+    Picard,
     SolverResult,
     anderson,
     broyden,
@@ -58,11 +65,11 @@ from .stability import MonotoneLinear, jacobian_penalty
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "data", "diagrams", "functional", "memory", "monitor", "ntk", "plot", "solvers",
-    "stability", "stats", "theory",
-    "train",
+    "backward", "check", "data", "diagrams", "functional", "memory", "monitor", "ntk", "plot",
+    "solvers", "stability", "stats", "theory", "train",
     "DEQ", "SolverStats", "ConvDEQ", "TanhDEQ",
     "DeepEquilibriumLinear", "DeepLinearNetwork", "LinearModel",
     "reference_tanh_problem", "ConvergenceError", "ConvergenceWarning", "SolverResult",
     "anderson", "broyden", "picard", "solve", "MonotoneLinear", "jacobian_penalty",
+    "Picard", "Anderson", "Broyden", "Implicit", "Unrolled", "OneStep",
 ]

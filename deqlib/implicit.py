@@ -17,14 +17,16 @@ the forward iteration converges near z*). No iterate of the forward solve is sto
 kept for the backward pass is that of ONE application of f, whatever the number of iterations.
 :func:`fixed_point_vjp` is this theorem as a function; :class:`DEQ`'s backward calls it.
 
-Backward modes of :class:`DEQ`:
+Backward modes of :class:`DEQ` (objects of :mod:`deqlib.backward`, or their names):
 
-* ``"implicit"``  the adjoint fixed point above (exact up to the solver's tolerance);
-* ``"unrolled"``  backprop through the forward solver's iterations, run with the graph kept
-  (memory grows linearly with the number of iterations; exact derivatives of every order of
-  the computation that was run);
-* ``"one_step"``  Jacobian-free backprop (Fung et al., 2022): replace (I − J)⁻¹ by I,
-  i.e. differentiate one application of f at the detached equilibrium.
+* :class:`~deqlib.backward.Implicit` (``"implicit"``) the adjoint fixed point above (exact up
+  to the solver's tolerance), solved by its own solver object or the forward's;
+* :class:`~deqlib.backward.Unrolled` (``"unrolled"``) backprop through the forward solver's
+  iterations, run with the graph kept (memory grows linearly with the number of iterations;
+  exact derivatives of every order of the computation that was run);
+* :class:`~deqlib.backward.OneStep` (``"one_step"``) Jacobian-free backprop (Fung et al.,
+  2022): replace (I − J)⁻¹ by I, i.e. differentiate one application of f at the detached
+  equilibrium.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .solvers import SOLVERS, SolverResult, check_options, solve
+from . import validate
+from .backward import Implicit, OneStep, Unrolled, as_backward, refuse_moved
+from .solvers import Anderson, Solver, SolverResult, as_solver
 
-__all__ = ["DEQ", "DEQInfo", "SolverStats", "fixed_point_vjp", "BACKWARD_MODES", "PHASES"]
+__all__ = ["DEQ", "DEQInfo", "SolverStats", "fixed_point_vjp", "PHASES"]
 
-BACKWARD_MODES = ("implicit", "unrolled", "one_step")
 #: The phases a solve belongs to, as passed to a DEQ's ``callback(result, phase)``.
 PHASES = ("forward", "backward")
 #: The dtypes the layer solves in: half precision cannot resolve a residual of 1e-6.
@@ -58,10 +61,7 @@ def fixed_point_vjp(
     g: Tensor,
     inputs: Sequence[Tensor] = (),
     *,
-    solver: str = "anderson",
-    tol: float = 1e-6,
-    max_iter: int = 100,
-    solver_options: dict | None = None,
+    solver: Solver | str = Anderson(),
 ) -> tuple[tuple[Tensor | None, ...], SolverResult]:
     r"""(∂z*/∂θ)ᵀ g by the implicit function theorem: solve u = Jᵀu + g, return (∂f/∂θ)ᵀ u.
 
@@ -78,7 +78,7 @@ def fixed_point_vjp(
         inputs: the tensors θ whose gradient (∂f/∂θ)ᵀu is returned (None for one that f does
             not depend on). Empty: only u is computed, and the caller lets autograd apply
             (∂f/∂θ)ᵀ, as :class:`DEQ` does.
-        solver, tol, max_iter, solver_options: the adjoint solve's solver and its options.
+        solver: the adjoint solve's solver object (or its name, for its defaults).
 
     Returns:
         ``(grads, result)``: one gradient per input, and the adjoint solve's
@@ -95,9 +95,9 @@ def fixed_point_vjp(
     def adjoint_map(u: Tensor) -> Tensor:
         return vjp(u) + g
 
-    options = _solver_options(solver, solver_options, "solver_options")
+    solver = as_solver(solver)
     with torch.autocast(g.device.type, enabled=False):  # the solver's arithmetic in g's dtype
-        result = solve(adjoint_map, g, method=solver, tol=tol, max_iter=max_iter, **options)
+        result = solver(adjoint_map, g)
     grads: tuple[Tensor | None, ...] = ()
     if inputs:
         grads = torch.autograd.grad(
@@ -280,40 +280,6 @@ def _depends_on_other_than(out: Tensor, leaf: Tensor) -> bool:
     return False
 
 
-def _check_real(name: str, value, *, integer: bool = False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(
-            f"{name} must be {'an integer' if integer else 'a real number'}; "
-            f"got {name}={value!r} of type {type(value).__name__}"
-        )
-    value = int(value) if integer else float(value)
-    if integer and value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}")
-    if not integer and not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number; got {name}={value!r}")
-    return value
-
-
-def _solver_options(solver: str, options, name: str) -> dict:
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        raise TypeError(
-            f"{name} must be a dict of the solver's options; got {type(options).__name__}"
-        )
-    explicit = sorted({"tol", "max_iter"} & set(options))
-    if explicit:
-        raise TypeError(
-            f"{name} holds {explicit}: pass them as the layer's own keywords "
-            f"(tol=..., max_iter=..., backward_tol=..., backward_max_iter=...)"
-        )
-    check_options(solver, options)
-    return dict(options)
-
-
 class _ImplicitBackward(torch.autograd.Function):
     """The identity on f(z*, θ) in the forward pass. In the backward pass it replaces the
     gradient g arriving at the layer's output by u = (I − Jᵀ)⁻¹ g; autograd then carries u
@@ -328,9 +294,9 @@ class _ImplicitBackward(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         if torch.is_grad_enabled():
             raise RuntimeError(
-                "DEQ(backward='implicit') does not support higher-order gradients "
+                "DEQ(backward=Implicit()) does not support higher-order gradients "
                 "(create_graph=True): its adjoint solve is not itself differentiated, so a "
-                "second derivative would be wrong. Use backward='unrolled' for derivatives of "
+                "second derivative would be wrong. Use backward=Unrolled() for derivatives of "
                 "every order, or differentiate once with create_graph=False."
             )
         return ctx.adjoint(g), None
@@ -342,13 +308,12 @@ class _Adjoint:
 
     f_z: Tensor
     z: Tensor
-    solver: str
-    options: dict  # tol, max_iter and solver_options, as fixed_point_vjp takes them
+    solver: Solver
     info: DEQInfo
     callback: Callable[[SolverResult, str], object] | None
 
     def __call__(self, g: Tensor) -> Tensor:
-        _, result = fixed_point_vjp(self.f_z, self.z, g, solver=self.solver, **self.options)
+        _, result = fixed_point_vjp(self.f_z, self.z, g, solver=self.solver)
         self.info.backward = result
         if self.callback is not None:
             self.callback(result, "backward")
@@ -364,10 +329,16 @@ class DEQ(nn.Module):
     Forward: solve z = f(z, x) with the forward solver and no graph; then apply f ONCE with
     the graph on, at the detached equilibrium, and return that application (equal to z* up to
     the tolerance). The memory kept for backward is that one application's.
-    Backward (``backward=``): ``"implicit"`` solves u = Jᵀu + g with the backward solver,
-    using the graph of that one application for every Jᵀu (see the module docstring);
-    ``"unrolled"`` runs the forward solver with the graph on instead and backpropagates
-    through its iterations; ``"one_step"`` backpropagates through the one application only.
+    Backward (``backward=``): :class:`~deqlib.backward.Implicit` solves u = Jᵀu + g with its
+    solver (the forward's by default), using the graph of that one application for every Jᵀu
+    (see the module docstring); :class:`~deqlib.backward.Unrolled` runs the forward solver
+    with the graph on instead and backpropagates through its iterations;
+    :class:`~deqlib.backward.OneStep` backpropagates through the one application only.
+
+    Example::
+
+        DEQ(f, solver=Anderson(tol=1e-4, max_iter=50),
+            backward=Implicit(solver=Picard(tol=1e-6)))
 
     Statistics are not stored on the module. ``deq(x, return_info=True)`` returns ``(z, info)``
     with ``info.forward`` the forward :class:`~deqlib.solvers.SolverResult`; ``info.backward``
@@ -384,16 +355,12 @@ class DEQ(nn.Module):
 
     Args:
         f: an ``nn.Module`` (or callable) mapping ``(z, x)`` to a tensor of z's shape.
-        solver: ``"picard"``, ``"anderson"`` or ``"broyden"``: the forward solver (also the
-            one unrolled by ``backward="unrolled"``).
-        backward: ``"implicit"`` (default), ``"unrolled"`` or ``"one_step"``.
-        tol, max_iter: the forward solver's stopping rule (``max_iter`` also bounds the
-            iterations kept in the graph when unrolling).
-        solver_options: the solver's own options, e.g. ``{"memory": 5}`` for Anderson or
-            ``{"stop": "abs"}``; an option the solver does not know raises TypeError.
-        backward_solver, backward_tol, backward_max_iter, backward_solver_options: the same
-            for the adjoint solve, defaulting to the forward's (the options only when the
-            solver is the same). Only for ``backward="implicit"``: elsewhere they raise.
+        solver: the forward solver, an object of :mod:`deqlib.solvers` (``Anderson()`` by
+            default; ``Picard(tol=1e-8)``, ``Broyden(memory=5)``, ...) or a name for its
+            defaults (``"picard"`` is ``Picard()``). It is also the one unrolled by
+            ``backward=Unrolled()``, whose ``max_iter`` bounds the iterations kept in the graph.
+        backward: ``Implicit()`` (default), ``Implicit(solver=...)``, ``Unrolled()`` or
+            ``OneStep()`` (:mod:`deqlib.backward`), or a name (``"unrolled"``).
         callback: ``callback(result, phase)`` after every solve (default None).
         z_shape: the shape of z without the batch dimension, for when it cannot be inferred
             as the shape of ``f(0, x)``.
@@ -411,63 +378,20 @@ class DEQ(nn.Module):
         self,
         f: Callable[[Tensor, object], Tensor],
         *,
-        solver: str = "anderson",
-        backward: str = "implicit",
-        tol: float = 1e-6,
-        max_iter: int = 100,
-        solver_options: dict | None = None,
-        backward_solver: str | None = None,
-        backward_tol: float | None = None,
-        backward_max_iter: int | None = None,
-        backward_solver_options: dict | None = None,
+        solver: Solver | str = Anderson(),
+        backward: Implicit | Unrolled | OneStep | str = Implicit(),
         callback: Callable[[SolverResult, str], object] | None = None,
         z_shape: Sequence[int] | None = None,
+        **removed,
     ):
+        refuse_moved("DEQ", removed, solver)
         super().__init__()
-        if not callable(f):
-            raise TypeError(f"f must be callable as f(z, x); got {type(f).__name__}")
-        if backward not in BACKWARD_MODES:
-            raise ValueError(
-                f"backward must be one of {BACKWARD_MODES}; got backward={backward!r}"
-            )
-        if callback is not None and not callable(callback):
-            raise TypeError(
-                f"callback must be callable as callback(result, phase); got "
-                f"{type(callback).__name__}"
-            )
+        validate.function("f", f, "f(z, x)")
+        if callback is not None:
+            validate.function("callback", callback, "callback(result, phase)")
         self.f = f
-        self.solver = solver
-        self.backward_mode = backward
-        self.tol = _check_real("tol", tol)
-        self.max_iter = _check_real("max_iter", max_iter, integer=True)
-        self.solver_options = _solver_options(solver, solver_options, "solver_options")
-        given = {
-            "backward_solver": backward_solver,
-            "backward_tol": backward_tol,
-            "backward_max_iter": backward_max_iter,
-            "backward_solver_options": backward_solver_options,
-        }
-        if backward != "implicit":
-            unused = sorted(k for k, v in given.items() if v is not None)
-            if unused:
-                raise ValueError(
-                    f"{unused} only apply to backward='implicit' (the adjoint "
-                    f"solve); got backward={backward!r}: remove them"
-                )
-        self.backward_solver = backward_solver if backward_solver is not None else solver
-        if backward_solver_options is None and self.backward_solver == solver:
-            backward_solver_options = self.solver_options  # the same solver: the same options
-        self.backward_solver_options = _solver_options(
-            self.backward_solver, backward_solver_options, "backward_solver_options"
-        )
-        self.backward_tol = (
-            self.tol if backward_tol is None else _check_real("backward_tol", backward_tol)
-        )
-        self.backward_max_iter = (
-            self.max_iter
-            if backward_max_iter is None
-            else _check_real("backward_max_iter", backward_max_iter, integer=True)
-        )
+        self.solver = as_solver(solver)
+        self.backward = as_backward(backward)
         self.callback = callback
         if z_shape is not None:
             if isinstance(z_shape, numbers.Integral) and not isinstance(z_shape, bool):
@@ -486,10 +410,7 @@ class DEQ(nn.Module):
         self.z_shape = z_shape
 
     def extra_repr(self) -> str:
-        return (
-            f"solver={self.solver!r}, backward={self.backward_mode!r}, "
-            f"tol={self.tol:g}, max_iter={self.max_iter}"
-        )
+        return f"solver={self.solver!r}, backward={self.backward!r}"
 
     # -- the start and the checks
 
@@ -546,7 +467,6 @@ class DEQ(nn.Module):
             )
         z0 = self._start(x) if z0 is None else z0
         self._check_start(z0)
-        options = dict(self.solver_options, tol=self.tol, max_iter=self.max_iter)
 
         # Under torch.autocast only f computes in half precision; the solver's own arithmetic
         # (Anderson's Gram matrix and its Cholesky factor) stays in z's dtype.
@@ -560,9 +480,9 @@ class DEQ(nn.Module):
             with torch.autocast(device, dtype=dtype):
                 return self.f(z, x)
 
-        unrolled = self.backward_mode == "unrolled" and torch.is_grad_enabled()
+        unrolled = isinstance(self.backward, Unrolled) and torch.is_grad_enabled()
         with torch.set_grad_enabled(unrolled), torch.autocast(device, enabled=False):
-            result = solve(f, z0, method=self.solver, **options)  # unrolled: every step kept
+            result = self.solver(f, z0)  # unrolled: every step kept
         info = DEQInfo(forward=result)
         if self.callback is not None:
             self.callback(result, "forward")
@@ -570,25 +490,15 @@ class DEQ(nn.Module):
         return (z, info) if return_info else z
 
     def _output(self, x, result: SolverResult, info: DEQInfo) -> Tensor:
-        if self.backward_mode == "unrolled":  # the solver's graph, or none under no_grad
+        if isinstance(self.backward, Unrolled):  # the solver's graph, or none under no_grad
             return result.z
         z_star = result.z.detach()
-        if not torch.is_grad_enabled() or self.backward_mode == "one_step":
+        if not torch.is_grad_enabled() or isinstance(self.backward, OneStep):
             return self._apply_f(z_star, x)
         z_in = z_star.requires_grad_()
         f_z = self._apply_f(z_in, x)  # the one application of f whose graph is kept
         if not _depends_on_other_than(f_z, z_in):  # nothing upstream needs a gradient
             return f_z.detach()
-        adjoint = _Adjoint(
-            f_z,
-            z_in,
-            self.backward_solver,
-            {
-                "tol": self.backward_tol,
-                "max_iter": self.backward_max_iter,
-                "solver_options": self.backward_solver_options,
-            },
-            info,
-            self.callback,
-        )
+        solver = self.backward.solver or self.solver   # Implicit(solver=None): the forward's
+        adjoint = _Adjoint(f_z, z_in, solver, info, self.callback)
         return _ImplicitBackward.apply(f_z, adjoint)

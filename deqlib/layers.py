@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from .backward import Implicit, OneStep, Unrolled, refuse_moved
 from .functional import _gaussian, tanh_map
 from .implicit import DEQ, DTYPES
+from .solvers import Anderson, Solver
 
 __all__ = ["TanhDEQ", "ConvDEQ", "ReferenceProblem", "reference_tanh_problem"]
 
@@ -115,8 +117,8 @@ class TanhDEQ(nn.Module):
         in_features, width: sizes of x and z.
         out_features: size of an optional linear readout of z*; None returns z*.
         max_norm: the bound on ‖W_z‖₂, in (0, 1), or None.
-        solver, backward, tol, max_iter, solver_options, callback: as in
-            :class:`~deqlib.implicit.DEQ`, and so are the ``backward_*`` options.
+        solver, backward, callback: as in :class:`~deqlib.implicit.DEQ` (default
+            ``Anderson()`` and ``Implicit()``).
         generator: a ``torch.Generator`` for the initialisation.
 
     Shape:
@@ -131,20 +133,15 @@ class TanhDEQ(nn.Module):
         out_features: int | None = None,
         *,
         max_norm: float | None = 0.9,
-        solver: str = "anderson",
-        backward: str = "implicit",
-        tol: float = 1e-6,
-        max_iter: int = 100,
-        solver_options: dict | None = None,
-        backward_solver: str | None = None,
-        backward_tol: float | None = None,
-        backward_max_iter: int | None = None,
-        backward_solver_options: dict | None = None,
+        solver: Solver | str = Anderson(),
+        backward: Implicit | Unrolled | OneStep | str = Implicit(),
         callback: Callable | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device=None,
+        **removed,
     ):
+        refuse_moved("TanhDEQ", removed, solver)
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.width = _positive_int("width", width)
@@ -163,19 +160,7 @@ class TanhDEQ(nn.Module):
         self.readout = None
         if out_features is not None:
             self.readout = _linear(width, out_features, generator, factory)
-        self.deq = DEQ(
-            self._map,
-            solver=solver,
-            backward=backward,
-            tol=tol,
-            max_iter=max_iter,
-            solver_options=solver_options,
-            backward_solver=backward_solver,
-            backward_tol=backward_tol,
-            backward_max_iter=backward_max_iter,
-            backward_solver_options=backward_solver_options,
-            callback=callback,
-        )
+        self.deq = DEQ(self._map, solver=solver, backward=backward, callback=callback)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, width={self.width}, max_norm={self.max_norm}"
@@ -237,9 +222,9 @@ class ConvDEQ(nn.Module):
         kernel_size: k, odd (default 3).
         pool: the readout's grid of averaged regions per side (default 4; at most H and W).
         max_norm: the contraction bound in (0, 1) (default 0.9), or None for no bound.
-        solver, backward, tol, max_iter, solver_options, callback: as in
-            :class:`~deqlib.implicit.DEQ`, and so are the ``backward_*`` options. Defaults:
-            Anderson, to tol 1e-4 (float32 training needs no more), within 50 steps.
+        solver, backward, callback: as in :class:`~deqlib.implicit.DEQ`. Default solver:
+            ``Anderson(tol=1e-4, max_iter=50)`` (float32 training needs no more); a name
+            such as ``"picard"`` means that solver's own defaults (``Picard()``).
         generator: a ``torch.Generator`` for the initialisation.
 
     Shape:
@@ -256,20 +241,15 @@ class ConvDEQ(nn.Module):
         kernel_size: int = 3,
         pool: int = 4,
         max_norm: float | None = 0.9,
-        solver: str = "anderson",
-        backward: str = "implicit",
-        tol: float = 1e-4,
-        max_iter: int = 50,
-        solver_options: dict | None = None,
-        backward_solver: str | None = None,
-        backward_tol: float | None = None,
-        backward_max_iter: int | None = None,
-        backward_solver_options: dict | None = None,
+        solver: Solver | str = Anderson(tol=1e-4, max_iter=50),
+        backward: Implicit | Unrolled | OneStep | str = Implicit(),
         callback: Callable | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device=None,
+        **removed,
     ):
+        refuse_moved("ConvDEQ", removed, solver)
         super().__init__()
         shape = tuple(image_shape) if isinstance(image_shape, (tuple, list, torch.Size)) else ()
         if len(shape) == 2:
@@ -306,19 +286,7 @@ class ConvDEQ(nn.Module):
             self.K.copy_(_gaussian(self.K.shape, 1 / (k * math.sqrt(channels)), generator, self.K))
             self.V.copy_(_gaussian(self.V.shape, 1 / (k * math.sqrt(c_in)), generator, self.V))
         self.readout = _linear(channels * self.pool**2, num_classes, generator, factory)
-        self.deq = DEQ(
-            self._map,
-            solver=solver,
-            backward=backward,
-            tol=tol,
-            max_iter=max_iter,
-            solver_options=solver_options,
-            backward_solver=backward_solver,
-            backward_tol=backward_tol,
-            backward_max_iter=backward_max_iter,
-            backward_solver_options=backward_solver_options,
-            callback=callback,
-        )
+        self.deq = DEQ(self._map, solver=solver, backward=backward, callback=callback)
 
     def extra_repr(self) -> str:
         return (

@@ -15,9 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
+from .backward import Implicit, OneStep, Unrolled, refuse_moved
 from .functional import _gaussian
 from .implicit import DEQ
-from .solvers import SOLVERS
+from .solvers import _BY_NAME as _SOLVERS
+from .solvers import Solver, as_solver
+
+SOLVER_NAMES = tuple(sorted(_SOLVERS))
 
 __all__ = ["DeepEquilibriumLinear", "LinearModel", "DeepLinearNetwork"]
 
@@ -84,9 +88,10 @@ class DeepEquilibriumLinear(nn.Module):
     The default forward (``solver="cholesky"``) never iterates: one Cholesky
     factorisation of I − S and m_y right-hand sides give every prediction in the batch,
     and its backward is written from the closed-form gradients
-    (:func:`~deqlib.functional.deep_equilibrium_linear`). ``solver="picard"``,
-    ``"anderson"`` or ``"broyden"`` instead solve z = Sz + φ(x) with
-    :class:`~deqlib.implicit.DEQ` and its implicit backward; both paths agree.
+    (:func:`~deqlib.functional.deep_equilibrium_linear`). A solver object
+    (``solver=Picard(tol=1e-8)``, ``Anderson()``, ``Broyden()``, or a solver's name for its
+    defaults) instead solves z = Sz + φ(x) with :class:`~deqlib.implicit.DEQ` and its
+    implicit backward; both paths agree.
 
     Args:
         in_features: the input dimension.
@@ -94,12 +99,11 @@ class DeepEquilibriumLinear(nn.Module):
         width: m, the dimension of φ(x); ``None`` (default) makes φ the identity.
         gamma: γ in (0, 1) (a Python or numpy number).
         delta: δ > 0.
-        solver: ``"cholesky"`` (closed form) or a fixed-point solver's name.
-        tol, max_iter, backward: the iterative solve's stopping rule and backward mode, as in
-            :class:`~deqlib.implicit.DEQ` (defaults 1e-6, 100, ``"implicit"``). Refused with
-            ``solver="cholesky"``, where nothing iterates.
-        solver_options: the solver's own options (e.g. ``{"memory": 5}`` for Anderson), as
-            in :class:`~deqlib.implicit.DEQ`. Refused with ``solver="cholesky"``.
+        solver: ``"cholesky"`` (closed form), or a fixed-point solver object of
+            :mod:`deqlib.solvers` (or its name) for the iterative path.
+        backward: the iterative path's backward, as in :class:`~deqlib.implicit.DEQ`
+            (default ``Implicit()``). Refused with ``solver="cholesky"``, where nothing
+            iterates.
         callback: called as ``callback(result, phase)`` after each solve of the iterative
             path (see :class:`~deqlib.implicit.DEQ`).
         init: ``"gaussian"`` or ``"low_rank"`` (see :meth:`reset_parameters`).
@@ -119,27 +123,28 @@ class DeepEquilibriumLinear(nn.Module):
         width: int | None = None,
         gamma: float = 0.8,
         delta: float = 1e-6,
-        solver: str = "cholesky",
-        tol: float | None = None,
-        max_iter: int | None = None,
-        backward: str | None = None,
-        solver_options: dict | None = None,
+        solver: Solver | str = "cholesky",
+        backward: Implicit | Unrolled | OneStep | str | None = None,
         callback: Callable | None = None,
         init: str = "gaussian",
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device=None,
+        **removed,
     ):
+        refuse_moved("DeepEquilibriumLinear", removed,
+                     "anderson" if solver == "cholesky" else solver)
         super().__init__()
         in_features = _check_features("in_features", in_features)
         out_features = _check_features("out_features", out_features)
         m = in_features if width is None else _check_features("width", width)
         gamma, delta = F.check_constants(gamma, delta)
         _check_float_dtype("DeepEquilibriumLinear", dtype)
-        if solver != "cholesky" and solver not in SOLVERS:
-            raise ValueError(
-                f"solver must be 'cholesky' or one of {sorted(SOLVERS)}; got solver={solver!r}"
-            )
+        if isinstance(solver, str) and solver not in ("cholesky", *SOLVER_NAMES):
+            raise ValueError(f"solver must be 'cholesky' (closed form), a solver object such as "
+                             f"Picard(tol=1e-8), or one of {SOLVER_NAMES}; got solver={solver!r}")
+        if not (isinstance(solver, str) and solver == "cholesky"):
+            solver = as_solver(solver)   # a solver object, or a name for its defaults
         self.in_features, self.out_features, self.width = in_features, out_features, m
         self.gamma, self.delta, self.solver = gamma, delta, solver
         factory = {"dtype": dtype, "device": device}
@@ -152,45 +157,19 @@ class DeepEquilibriumLinear(nn.Module):
         self.A = nn.Parameter(torch.empty(m, m, **factory))
         self.B = nn.Parameter(torch.empty(out_features, m, **factory))
         self.reset_parameters(generator=generator, init=init)
-        self.deq = self._make_deq(tol, max_iter, backward, solver_options, callback)
-
-    def _make_deq(self, tol, max_iter, backward, solver_options, callback) -> DEQ | None:
-        given = {
-            name: value
-            for name, value in (
-                ("tol", tol),
-                ("max_iter", max_iter),
-                ("backward", backward),
-                ("solver_options", solver_options),
-                ("callback", callback),
-            )
-            if value is not None
-        }
-        if self.solver == "cholesky":
+        self.deq = None
+        if solver == "cholesky":
+            given = sorted(k for k, v in (("backward", backward), ("callback", callback))
+                           if v is not None)
             if given:
                 raise TypeError(
-                    f"{sorted(given)} configure an iterative solve, but "
-                    f"solver='cholesky' never iterates: drop them, or choose "
-                    f"solver='picard', 'anderson' or 'broyden'"
+                    f"{given} configure an iterative solve, but solver='cholesky' never "
+                    f"iterates: drop them, or pass a solver object such as solver=Picard()"
                 )
-            return None
-        options = dict(solver_options or {})
-        for name in ("tol", "max_iter", "backward"):
-            if name in options:
-                raise TypeError(
-                    f"solver_options holds the solver's own options; pass {name}= "
-                    f"as a keyword of DeepEquilibriumLinear instead"
-                )
-        kwargs = {"callback": callback} if callback is not None else {}
-        return DEQ(
-            self._equilibrium_map,
-            solver=self.solver,
-            backward="implicit" if backward is None else backward,
-            tol=1e-6 if tol is None else tol,
-            max_iter=100 if max_iter is None else max_iter,
-            solver_options=options,
-            **kwargs,
-        )
+        else:
+            self.deq = DEQ(self._equilibrium_map, solver=solver,
+                           backward=Implicit() if backward is None else backward,
+                           callback=callback)
 
     def reset_parameters(
         self, *, generator: torch.Generator | None = None, init: str = "gaussian"

@@ -18,7 +18,7 @@ callback (it counts the steps of every forward and adjoint solve, as
 probe inputs after every epoch::
 
     monitor = EquilibriumMonitor(data.X_test[:64])
-    model = deqlib.TanhDEQ(64, 32, 10, tol=1e-4, callback=monitor)
+    model = deqlib.TanhDEQ(64, 32, 10, solver=deqlib.Anderson(tol=1e-4), callback=monitor)
     history = deqlib.train.fit(model, data, callback=monitor.epoch)
     history["J_norm"], history["forward_steps"]
 

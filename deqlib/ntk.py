@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from . import validate
 from .functional import _gaussian
 from .implicit import DEQ
-from .solvers import ConvergenceError, picard
+from .solvers import ConvergenceError, Picard, picard
 
 __all__ = [
     "WideTanhDEQ",
@@ -109,8 +109,7 @@ class WideTanhDEQ(nn.Module):
         self.W_hat = nn.Parameter(_gaussian((width, width), 1.0, generator, like))
         self.U_hat = nn.Parameter(_gaussian((width, in_features), 1.0, generator, like))
         self.a = nn.Parameter(_gaussian((width,), 1.0, generator, like))
-        self.deq = DEQ(self._map, solver="picard", tol=tol, max_iter=max_iter,
-                       solver_options={"strict": True})
+        self.deq = DEQ(self._map, solver=Picard(tol=tol, max_iter=max_iter, strict=True))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, width={self.width}, "

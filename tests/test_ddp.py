@@ -17,14 +17,14 @@ import torch.nn.functional as nnf
 from torch.nn.parallel import DistributedDataParallel
 from torch.testing import assert_close
 
-from deqlib import ConvDEQ, TanhDEQ
+from deqlib import ConvDEQ, Picard, TanhDEQ
 
 WORLD = 2
 
 
 def make_models() -> dict[str, torch.nn.Module]:
     """The same float64 layers in every process (seeded), one per kind."""
-    options = dict(dtype=torch.float64, solver="picard", tol=1e-12, max_iter=500)
+    options = dict(dtype=torch.float64, solver=Picard(tol=1e-12, max_iter=500))
     return {
         "tanh": TanhDEQ(16, 8, 3, generator=torch.Generator().manual_seed(0), **options),
         "conv": ConvDEQ(

@@ -58,7 +58,7 @@ def one_step_deq(f):
 
 def tanh_deq_cut_short(generator):
     """A TanhDEQ whose forward and adjoint solves stop after 2 steps (so they warn)."""
-    return deqlib.TanhDEQ(3, 8, 2, max_iter=2, generator=generator)
+    return deqlib.TanhDEQ(3, 8, 2, solver=deqlib.Anderson(max_iter=2), generator=generator)
 
 
 # ----------------------------------------------------------------------------- helpers

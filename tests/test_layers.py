@@ -8,7 +8,7 @@ import torch.nn.functional as nnf
 from torch.testing import assert_close
 
 import deqlib
-from deqlib import ConvDEQ, SolverStats, TanhDEQ
+from deqlib import Anderson, ConvDEQ, Picard, SolverStats, TanhDEQ
 from deqlib.layers import ReferenceProblem, reference_tanh_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,9 +25,7 @@ def tiny_conv(backward="implicit", **kwargs):
     options = dict(
         channels=2,
         pool=2,
-        solver="picard",
-        tol=1e-13,
-        max_iter=300,
+        solver=Picard(tol=1e-13, max_iter=300),
         dtype=torch.float64,
         generator=torch.Generator().manual_seed(0),
         backward=backward,
@@ -54,8 +52,7 @@ def test_tanh_deq_trains_in_both_dtypes(dtype):
         8,
         2,
         dtype=dtype,
-        tol=1e-5 if dtype == torch.float32 else 1e-10,
-        solver="picard",
+        solver=Picard(tol=1e-5 if dtype == torch.float32 else 1e-10),
         generator=torch.Generator().manual_seed(0),
     )
     x, y = torch.randn(16, 6, dtype=dtype), torch.randn(16, 2, dtype=dtype)
@@ -89,9 +86,7 @@ def test_tanh_deq_gradient_passes_gradcheck():
         3,
         4,
         2,
-        solver="picard",
-        tol=1e-13,
-        max_iter=300,
+        solver=Picard(tol=1e-13, max_iter=300),
         dtype=torch.float64,
         generator=torch.Generator().manual_seed(0),
     )
@@ -108,7 +103,7 @@ def test_tanh_deq_gradient_passes_gradcheck():
 
 def test_tanh_deq_reports_its_solves():
     stats = SolverStats()
-    model = TanhDEQ(3, 4, 2, tol=1e-8, callback=stats, dtype=torch.float64)
+    model = TanhDEQ(3, 4, 2, callback=stats, dtype=torch.float64, solver=Anderson(tol=1e-8))
     out, info = model(torch.randn(5, 3, dtype=torch.float64), return_info=True)
     out.sum().backward()
     assert stats.steps["forward"] == [info.forward.steps]
@@ -130,7 +125,7 @@ def test_tanh_deq_rejects_bad_input_and_options():
     with pytest.raises(TypeError, match="computes in float32 or float64"):
         TanhDEQ(3, 4, dtype=torch.float16)
     with pytest.raises(TypeError, match="unknown option"):
-        TanhDEQ(3, 4, solver="picard", solver_options={"memory": 5})
+        TanhDEQ(3, 4, solver=Picard(memory=5))
 
 
 @pytest.mark.parametrize("make", [lambda: TanhDEQ(64, 8, 10), lambda: ConvDEQ((8, 8), 10)])
@@ -260,12 +255,12 @@ def test_conv_deq_rejects_bad_shapes_and_options():
         (ValueError, "num_classes must be a positive integer", dict(num_classes=0)),
         (ValueError, "max_norm must lie in", dict(max_norm=1.5)),
         (TypeError, "computes in float32 or float64", dict(dtype=torch.bfloat16)),
-        (TypeError, "unknown option", dict(solver_options={"memroy": 5})),
         (
-            ValueError,
-            "only apply to backward='implicit'",
-            dict(backward="one_step", backward_tol=1e-3),
+            TypeError,
+            "solver_options= moved into the solver object",
+            dict(solver_options={"memory": 5}),
         ),
+        (ValueError, "backward must be Implicit", dict(backward="implict")),
     ]
     for error, message, kwargs in cases:
         options = {"image_shape": (8, 8), "num_classes": 10, **kwargs}

@@ -9,7 +9,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from deqlib import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel, theory
+from deqlib import (
+    Anderson,
+    Broyden,
+    DeepEquilibriumLinear,
+    DeepLinearNetwork,
+    LinearModel,
+    Picard,
+    theory,
+)
 from deqlib import functional as F
 
 F64 = torch.float64
@@ -43,10 +51,10 @@ def test_module_gradients_are_the_functional_ones():
     assert_close(gB, fB, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("solver", ["picard", "anderson", "broyden"])
+@pytest.mark.parametrize("solver", [Picard, Anderson, Broyden])
 def test_iterative_and_closed_form_forwards_agree(solver):
     closed = delm(6, 4)
-    iterative = delm(6, 4, solver=solver, tol=1e-13, max_iter=500)
+    iterative = delm(6, 4, solver=solver(tol=1e-13, max_iter=500))
     iterative.load_state_dict(closed.state_dict())
     X = torch.randn(10, 6, dtype=F64)
     assert_close(iterative(X), closed(X), rtol=0, atol=1e-11)
@@ -57,21 +65,22 @@ def test_iterative_and_closed_form_forwards_agree(solver):
 
 
 def test_solver_options_are_the_solvers_own():
-    """{"memory": 5} reaches Anderson; DEQ settings are keywords; nothing is ignored."""
+    """A solver object reaches the iterative path whole; nothing is ignored."""
     closed = delm(6, 4)
-    model = delm(6, 4, solver="anderson", tol=1e-12, max_iter=200, solver_options={"memory": 2})
+    solver = Anderson(tol=1e-12, max_iter=200, memory=2)
+    model = delm(6, 4, solver=solver)
+    assert model.deq.solver is solver and model.solver is solver
     model.load_state_dict(closed.state_dict())
     X = torch.randn(3, 6, dtype=F64)
     assert_close(model(X), closed(X), rtol=0, atol=1e-10)
-    with pytest.raises(TypeError, match=r"unknown option.*\['memroy'\]"):
-        delm(6, 4, solver="anderson", solver_options={"memroy": 2})
-    with pytest.raises(TypeError, match="pass tol= as a keyword"):
-        delm(6, 4, solver="anderson", solver_options={"tol": 1e-8})
+    assert delm(6, 4, solver="broyden").deq.solver == Broyden()
+    with pytest.raises(TypeError, match=r"tol= moved into the solver object: solver=Anderson"):
+        delm(6, 4, solver="anderson", tol=1e-8)
+    with pytest.raises(TypeError, match=r"tol= moved into the solver object: solver=Picard"):
+        delm(6, 4, solver=Picard(), tol=1e-8)
     for kw in (
-        {"solver_options": {"memory": 5}},
-        {"tol": 1e-8},
-        {"max_iter": 3},
         {"backward": "implicit"},
+        {"callback": print},
     ):
         with pytest.raises(TypeError, match="solver='cholesky' never iterates"):
             delm(6, 4, **kw)
@@ -182,7 +191,7 @@ def test_gradient_descent_closes_the_gap_to_least_squares_on_the_features():
 
 def test_width_works_with_the_iterative_path():
     closed = delm(8, 3, width=4)
-    iterative = delm(8, 3, width=4, seed=5, solver="picard", tol=1e-13, max_iter=500)
+    iterative = delm(8, 3, width=4, seed=5, solver=Picard(tol=1e-13, max_iter=500))
     iterative.load_state_dict(closed.state_dict())
     X = torch.randn(6, 8, dtype=F64)
     assert_close(iterative(X), closed(X), rtol=0, atol=1e-11)
@@ -223,7 +232,7 @@ def test_wrong_shapes_are_rejected(Model):
 
 
 def test_unknown_solver_and_bad_width_are_rejected():
-    with pytest.raises(ValueError, match="solver must be 'cholesky'"):
+    with pytest.raises(ValueError, match="solver must be 'cholesky'.*got solver='lu'"):
         DeepEquilibriumLinear(4, 2, solver="lu")
     for width in (0, 2.5, True):
         with pytest.raises(

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_layer(dtype=torch.float64):
-    return deqlib.TanhDEQ(6, 8, 3, tol=1e-10, dtype=dtype,
+    return deqlib.TanhDEQ(6, 8, 3, solver=deqlib.Anderson(tol=1e-10), dtype=dtype,
                           generator=torch.Generator().manual_seed(0))
 
 
@@ -85,7 +85,7 @@ def test_linear_part_gives_the_factors_of_the_jacobian():
 def test_monitor_records_solves_and_measures_the_equilibria_during_fit():
     data = deqlib.data.load("digits")
     monitor = EquilibriumMonitor(data.X_test[:16])
-    layer = deqlib.TanhDEQ(64, 16, 10, tol=1e-4, callback=monitor,
+    layer = deqlib.TanhDEQ(64, 16, 10, solver=deqlib.Anderson(tol=1e-4), callback=monitor,
                            generator=torch.Generator().manual_seed(0))
     small = deqlib.data.Dataset(data.X_train[:128], data.y_train[:128], data.X_test[:32],
                                 data.y_test[:32], 10, "digits", data.image_shape)

@@ -5,7 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from deqlib import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel, data, functional, train
+from deqlib import (
+    Anderson,
+    DeepEquilibriumLinear,
+    DeepLinearNetwork,
+    LinearModel,
+    data,
+    functional,
+    train,
+)
 from deqlib.data import Dataset
 from deqlib.train import fit, loss_fn, resolve_device
 
@@ -22,7 +30,7 @@ def digits():
 
 def _tanh_deq(g):
     from deqlib import TanhDEQ
-    return TanhDEQ(64, 16, 10, generator=g, tol=1e-4)
+    return TanhDEQ(64, 16, 10, generator=g, solver=Anderson(tol=1e-4))
 
 
 _MODELS = {

@@ -24,10 +24,11 @@ def exercise_2(problem, weights, steps=20):
     W_z = problem.W_z.clone().requires_grad_()
     injection = (problem.x @ problem.W_x.T).requires_grad_()
     f = lambda z, x: deqlib.functional.tanh_map(z, *x)  # noqa: E731 - x = (W_z, injection)
-    implicit = deqlib.DEQ(f, tol=1e-12, max_iter=1000)
+    implicit = deqlib.DEQ(f, solver=deqlib.Anderson(tol=1e-12, max_iter=1000))
     z_star = implicit((W_z, injection), problem.z0())
     (exact,) = torch.autograd.grad((z_star * weights).sum(), W_z)
-    unrolled = deqlib.DEQ(f, solver="picard", backward="unrolled", tol=1e-12, max_iter=steps)
+    unrolled = deqlib.DEQ(f, solver=deqlib.Picard(tol=1e-12, max_iter=steps),
+                          backward="unrolled")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", deqlib.ConvergenceWarning)  # 20 steps do not converge
         (cut,) = torch.autograd.grad((unrolled((W_z, injection), problem.z0()) * weights).sum(),

@@ -47,8 +47,9 @@ def exercise_2(data, epochs=8, batch_size=64, device="cpu"):
     runs = {}
     for name, max_norm in (("bounded", 0.9), ("unbounded", None)):
         monitor = EquilibriumMonitor(data.X_test[:64])
-        model = deqlib.TanhDEQ(data.in_features, 32, data.num_classes, tol=1e-4,
-                               max_norm=max_norm, callback=monitor,
+        model = deqlib.TanhDEQ(data.in_features, 32, data.num_classes,
+                               solver=deqlib.Anderson(tol=1e-4), max_norm=max_norm,
+                               callback=monitor,
                                generator=torch.Generator().manual_seed(0))
         runs[name] = deqlib.train.fit(model, data, optimizer="adam", lr=1e-2, epochs=epochs,
                                       batch_size=batch_size, seed=0, device=device,
@@ -61,8 +62,9 @@ def exercise_3(data, epochs=8, batch_size=64, device="cpu"):
     runs = {}
     for tol in (1e-4, 1e-6):
         monitor = EquilibriumMonitor(data.X_test[:64], tol=tol)
-        model = deqlib.TanhDEQ(data.in_features, 32, data.num_classes, tol=tol,
-                               callback=monitor, generator=torch.Generator().manual_seed(0))
+        model = deqlib.TanhDEQ(data.in_features, 32, data.num_classes,
+                               solver=deqlib.Anderson(tol=tol), callback=monitor,
+                               generator=torch.Generator().manual_seed(0))
         runs[tol] = deqlib.train.fit(model, data, optimizer="adam", lr=1e-2, epochs=epochs,
                                      batch_size=batch_size, seed=0, device=device,
                                      progress=False, callback=monitor.epoch)

@@ -1,0 +1,175 @@
+r"""Fixed-point solvers: find z with z = f(z), batched over a leading dimension.
+
+A solver is a small immutable object holding its options, checked once when it is made, and
+called as ``solver(f, z0) -> SolverResult``::
+
+    solver = Anderson(tol=1e-8, memory=5)        # Picard(...), Broyden(...)
+    result = solver(f, z0)
+    looser = dataclasses.replace(solver, tol=1e-4)   # a checked copy
+
+The functions :func:`picard`, :func:`anderson`, :func:`broyden` and :func:`solve` are
+shorthand: ``anderson(f, z0, **options)`` is ``Anderson(**options)(f, z0)``. One module per
+idea: ``result`` (:class:`SolverResult`, the warning and the error), ``rule`` (the stopping
+rule and the checks of f and z0), ``base`` (the options every solver shares), ``picard``,
+``anderson``, ``broyden`` (each solver's options and in-place iteration) and ``reference``
+(the same iterations written plainly, out of place, run when a graph is kept).
+
+Every solver here treats ``z`` of shape ``(batch, ...)`` as ``batch`` independent systems:
+residuals, the stopping rule and Anderson's mixing weights are per sample. One evaluation of
+``f`` is one *step*; ``max_iter`` bounds the steps.
+
+**The stopping rule.** For an iterate z of one sample let r = ‖f(z) − z‖ be its residual.
+At the first step the solver records the size of the start, s₀ = max(‖z₀‖, ‖f(z₀)‖), and its
+first residual, floored at the tolerance: r₀ = max(‖f(z₀) − z₀‖, tol·s₀). Then
+
+* ``stop="abs"``: the sample's residual is ρ = r;
+* ``stop="rel"`` (the default): ρ = r / s with the scale
+
+  .. math::
+
+      s = \min\bigl(\max(\lVert f(z)\rVert,\ s_0),\ s_0 r_0 / r\bigr).
+
+The solve has *converged* when ρ ≤ ``tol`` in every sample; ``z`` is then that iterate.
+Normally s = ‖f(z)‖ and ρ is the usual relative residual (torchdeq's ``stop_mode='rel'``).
+The floor s₀ lets a fixed point at the origin be reached: for z ↦ z/2 the plain relative
+residual ‖f(z) − z‖/‖f(z)‖ is 1 at every step, while here the residual must fall to
+``tol`` times the size of the start. The cap s₀r₀/r lets the scale grow only as much as the
+residual has shrunk: an iterate that runs away with a residual that does not shrink is never
+accepted (for z ↦ z + 1 the plain relative residual falls like 1/k, although there is no
+fixed point; here ρ stays 1). Near convergence on a problem whose fixed point is not far
+larger than its start (‖z*‖² < s₀r₀/tol, e.g. ‖z*‖ < 1000 s₀ at tol 1e-6 from z₀ = 0) the
+rule *is* the plain relative residual, so the verdict is the usual one; early on, while a
+residual is still above its first value, ρ is larger than the plain relative residual.
+
+*Diverging*: in relative mode, when ρ exceeds 10⁸ in some sample, i.e. when its residual
+exceeds 10⁴·√(s₀r₀) (e.g. z ↦ 2z + 1); in absolute mode, when the largest residual exceeds
+10⁴ times the largest s₀. The solve stops there.
+
+*Stalled*: a residual cannot fall below the round-off of the dtype ``f`` computes in (about
+its machine epsilon times the map's amplification). When the largest ρ has made no new
+minimum in ``stall`` steps (default 30; ``stall=None`` turns this off, e.g. to run exactly
+``max_iter`` steps) while that minimum is at most √eps of that dtype, the solve stops and
+says which precision limits it and what tol it can meet (``stalled=True``). That dtype is
+z's, or under ``torch.autocast`` the autocast dtype (bfloat16: eps 7.8e-3), since f's output
+may be float32 after a bfloat16 product. A tol below the floor is thus reported once, in
+words that name the precision, after about 30 wasted steps instead of ``max_iter``; it is
+never met by quietly loosening it. A slow but steady solve makes a new minimum every step
+and is never stopped by this test.
+
+*Per sample*: the samples are independent systems. A sample that has met the tolerance is
+no longer moved by Anderson's mixing or Broyden's secant steps (at round-off its residuals
+are noise, and a system built from them is singular), and a sample whose Anderson weights
+are not finite takes a fixed-point step instead: one sample never breaks the batch.
+``SolverResult.sample_converged`` says which samples meet the rule.
+
+A solve that did not converge (it diverged, stalled, or reached ``max_iter``) is flagged in
+its result (``converged=False``, ``diverged``, ``stalled``) and warned with
+:class:`ConvergenceWarning`, or raised as :class:`ConvergenceError` with ``strict=True``;
+never silent. NaN or Inf from ``f`` raises :class:`FloatingPointError` at once, naming the
+step, the samples and whether it came from a finite start (then f's other inputs are to
+blame); finite values too large for a norm in the iterate's dtype (float32 squares overflow
+above about 1.8e19) raise a FloatingPointError that says so. Contraction is not checked:
+many useful maps converge without being contractions.
+
+**dtypes.** The solvers iterate in float32 or float64. A float16, bfloat16, integer or
+complex ``z0`` is refused with an error that says what to pass instead; ``f`` may compute in
+half precision inside (e.g. under ``torch.autocast``): its output is cast to z0's dtype.
+Options (``tol``, ``beta``, ``lam``, ...) accept Python and numpy numbers.
+
+**Autograd.** The solvers run under the caller's autograd mode: under ``torch.no_grad()``
+they keep no graph (the DEQ forward) and run their in-place iteration; with grad enabled and
+an ``f`` whose output requires grad they keep the graph of every step (unrolled backprop),
+running the out-of-place iteration of :mod:`deqlib.solvers.reference`, which computes the same
+iterates bit for bit.
+
+**Warnings** point at the user's line, also through :func:`solve`, a DEQ layer or a
+backward pass: ``warn_at_caller`` skips every frame inside deqlib and torch.
+
+**Cost.** A step is one evaluation of f plus the solver's own work. On a CPU that work is
+dominated by the fixed cost of each small tensor operation (a few µs each, against tens to
+hundreds of µs for f), not by arithmetic, so the steps are written with few operations:
+histories preallocated and written in place; Anderson mixes only every few steps (on the
+reference problems this takes about as many steps), and then adds the new Gram rows with one
+batched product, solves all samples' small systems with one LU call and mixes with one more
+product; Broyden's two low-rank products with its stored pairs are fused into two batched
+products. The host reads one number per step (the stopping test); ``check_every=k`` reads
+it every k steps instead, which pays on accelerators, where a read waits for the device.
+``torch.compile`` of the small operations did not pay on a CPU (25 s to compile, and 17 µs
+per call against 5.5 µs eager for the stopping test). ``benchmarks/bench_solvers.py``
+measures the cost of a step in units of one evaluation of f.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from .anderson import Anderson
+from .base import Solver
+from .broyden import Broyden
+from .picard import Picard
+from .result import ConvergenceError, ConvergenceWarning, SolverResult, warn_at_caller
+
+__all__ = [
+    "Solver",
+    "Picard",
+    "Anderson",
+    "Broyden",
+    "SolverResult",
+    "ConvergenceWarning",
+    "ConvergenceError",
+    "warn_at_caller",
+    "picard",
+    "anderson",
+    "broyden",
+    "solve",
+    "as_solver",
+]
+
+#: the solvers by the name ``solve(method=...)`` and ``DEQ(solver=...)`` accept
+_BY_NAME: dict[str, type[Solver]] = {cls.method: cls for cls in (Picard, Anderson, Broyden)}
+
+
+def _solver_class(method) -> type[Solver]:
+    if not isinstance(method, str) or method not in _BY_NAME:
+        raise ValueError(f"unknown solver method={method!r}; choose one of {sorted(_BY_NAME)} "
+                         "(or pass a solver object such as Anderson(tol=1e-4))")
+    return _BY_NAME[method]
+
+
+def as_solver(solver, name: str = "solver") -> Solver:
+    """A solver object from an object or a name (``"picard"`` is ``Picard()``)."""
+    if isinstance(solver, Solver):
+        return solver
+    if isinstance(solver, str):
+        return _solver_class(solver)()
+    raise TypeError(f"{name} must be a solver object (Picard(), Anderson(), Broyden(), with "
+                    f"options such as Anderson(tol=1e-4)) or one's name {sorted(_BY_NAME)}; "
+                    f"got {name}={solver!r} of type {type(solver).__name__}")
+
+
+def picard(f: Callable[[Tensor], Tensor], z0: Tensor, **options) -> SolverResult:
+    """``Picard(**options)(f, z0)``: plain fixed-point iteration (see :class:`Picard`)."""
+    return Picard(**options)(f, z0)
+
+
+def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, **options) -> SolverResult:
+    """``Anderson(**options)(f, z0)``: Anderson acceleration (see :class:`Anderson`)."""
+    return Anderson(**options)(f, z0)
+
+
+def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, **options) -> SolverResult:
+    """``Broyden(**options)(f, z0)``: Broyden's good method (see :class:`Broyden`)."""
+    return Broyden(**options)(f, z0)
+
+
+def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, method: str = "anderson",
+          **options) -> SolverResult:
+    """Find z = f(z) with the solver named by ``method`` ("picard", "anderson", "broyden").
+
+    ``solve(f, z0, method="anderson", **options)`` is ``Anderson(**options)(f, z0)``. An
+    option the solver does not accept raises TypeError naming it and listing the valid ones:
+    a misspelt option is never silently ignored.
+    """
+    return _solver_class(method)(**options)(f, z0)
