@@ -220,7 +220,8 @@ def lines(
             Values may be lists, numpy arrays or tensors. A label whose first word is a key of
             :data:`PALETTE` ("anderson", "delm"…) gets the book's colour for it.
         x: x values shared by every series given as ys alone (default 0, 1, 2, …).
-        xscale, yscale: "linear", "log" or "symlog".
+        xscale: the x axis' scale, "linear", "log" or "symlog".
+        yscale: the y axis' scale, "linear", "log" or "symlog".
         hlines: horizontal reference lines ``{label: y}``, drawn dotted in grey.
         styles: extra matplotlib options per label, e.g. ``{"bound": {"linestyle": "--"}}``.
         marker: a marker for every series ("o"…), handy for a few points.

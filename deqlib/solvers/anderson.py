@@ -56,7 +56,14 @@ class Anderson(Solver):
     nearly collinear residuals.
 
     Args:
-        tol, max_iter, stop, strict, check_every, stall: as in
+        tol: the tolerance, as in :class:`~deqlib.solvers.base.Solver`.
+        max_iter: the most steps, as in :class:`~deqlib.solvers.base.Solver`.
+        stop: the stopping rule, as in :class:`~deqlib.solvers.base.Solver`.
+        strict: raise instead of warn on failure, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        check_every: read the stopping test every this many steps, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        stall: stop when the residual stalls at round-off, as in
             :class:`~deqlib.solvers.base.Solver`.
         memory: p, how many past steps to mix (≥ 1; 1 is Picard with damping β).
         mix_every: mix every this many steps, 1 ≤ mix_every ≤ memory (default ⌈p/2⌉).

@@ -40,7 +40,14 @@ class Broyden(Solver):
     longer memory costs more per step than it saves in steps.
 
     Args:
-        tol, max_iter, stop, strict, check_every, stall: as in
+        tol: the tolerance, as in :class:`~deqlib.solvers.base.Solver`.
+        max_iter: the most steps, as in :class:`~deqlib.solvers.base.Solver`.
+        stop: the stopping rule, as in :class:`~deqlib.solvers.base.Solver`.
+        strict: raise instead of warn on failure, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        check_every: read the stopping test every this many steps, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        stall: stop when the residual stalls at round-off, as in
             :class:`~deqlib.solvers.base.Solver`.
         memory: how many rank-one updates to keep before restarting.
 
