@@ -34,10 +34,9 @@ class Broyden(Solver):
     pair is not a valid inverse update (the later pairs were computed against it).
     No line search.
 
-    Default memory 10: on the pinned reference problems memory 10 was the fastest of
-    {10, 20, 30, 50} (``benchmarks/bench_solvers.py --sweep``), although 20 needs fewer steps
-    where the problem is hard: a step costs two batched products with the stored pairs, so a
-    longer memory costs more per step than it saves in steps.
+    Default memory 10, the fastest on the pinned reference problems: a step costs two batched
+    products with the stored pairs, so a longer memory costs more per step than it saves in
+    steps (measurements: ``benchmarks/README.md``).
 
     Args:
         tol: the tolerance, as in :class:`~deqlib.solvers.base.Solver`.
