@@ -75,8 +75,8 @@ class WideTanhDEQ(nn.Module):
     built from them, are those of the exact equilibrium up to ``tol``.
 
     Args:
-        in_features: d.
-        width: m.
+        in_features: d, the size of x.
+        width: m, the size of z (the width).
         sigma_w: the scale σ_w of W (> 0, small enough for a contraction, e.g. 0.4).
         sigma_u: the scale σ_u of the input weights.
         tol: the forward and adjoint solves' tolerance.
