@@ -139,8 +139,8 @@ def close(actual: Any, expected: Any, *, tol: float, what: str = "") -> None:
     entries (absolute when ``expected`` is 0).
 
     Args:
-        actual, expected: tensors (any device, with or without grad), numbers or arrays of the
-            same shape.
+        actual: a tensor (any device, with or without grad), a number or an array.
+        expected: the reference value, of the same shape as ``actual``.
         tol: the largest difference accepted (keyword-only, so it is always visible).
         what: a few words naming the comparison.
     """

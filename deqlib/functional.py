@@ -231,7 +231,9 @@ def delm_map(z: Tensor, S: Tensor, features: Tensor) -> Tensor:
     """The DELM's equilibrium map on rows, z ↦ Sz + φ(x) (S is symmetric, so zS = (Sz)ᵀ).
 
     Args:
-        z, features: ``(batch, m)``; S: ``(m, m)`` from :func:`equilibrium_weight`.
+        z: the state, ``(batch, m)``.
+        S: ``(m, m)``, from :func:`equilibrium_weight`.
+        features: φ(x), ``(batch, m)``.
     """
     return z @ S + features
 
@@ -275,7 +277,11 @@ def delm_gradients(
     once (see :func:`deqlib.theory.preconditioner`).
 
     Args:
-        A: (m, m); B: (m_y, m); G: (..., m_y, m).
+        A: (m, m).
+        B: (m_y, m).
+        G: ∇ℒ(W) at W = BU, (..., m_y, m).
+        gamma: γ ∈ (0, 1).
+        delta: δ > 0.
     Returns:
         (∂L/∂A of shape (..., m, m), ∂L/∂B of shape (..., m_y, m)).
     """
@@ -374,8 +380,11 @@ def deep_equilibrium_linear(
     through the factorisation). Differentiable once.
 
     Args:
-        features: φ(x), ``(batch, m)``; A: ``(m, m)``; B: ``(m_y, m)``.
-        gamma: γ ∈ (0, 1); delta: δ > 0.
+        features: φ(x), ``(batch, m)``.
+        A: ``(m, m)``.
+        B: ``(m_y, m)``.
+        gamma: γ ∈ (0, 1).
+        delta: δ > 0.
 
     Returns:
         ``(batch, m_y)``.

@@ -177,7 +177,9 @@ class SolverStats:
             e.g. the evaluation between epochs), so the numbers describe training steps only.
 
     Attributes:
-        steps, residuals, converged: dicts from phase to a list with one entry per solve.
+        steps: a dict from phase to a list of the solves' step counts, one entry per solve.
+        residuals: a dict from phase to a list of the solves' final residuals.
+        converged: a dict from phase to a list of booleans, True where the solve converged.
     """
 
     def __init__(self, *, training_only: bool = False):

@@ -114,11 +114,15 @@ class TanhDEQ(nn.Module):
     rescaling and the injection W_x x + b are computed once per forward, not once per step.
 
     Args:
-        in_features, width: sizes of x and z.
+        in_features: the size of the input x.
+        width: the size of the state z.
         out_features: size of an optional linear readout of z*; None returns z*.
         max_norm: the bound on ‖W_z‖₂, in (0, 1), or None.
-        solver, backward, callback: as in :class:`~deqlib.implicit.DEQ` (default
-            ``Anderson()`` and ``Implicit()``).
+        solver: the forward solver object, as in :class:`~deqlib.implicit.DEQ` (default
+            ``Anderson()``).
+        backward: the backward object, as in :class:`~deqlib.implicit.DEQ` (default
+            ``Implicit()``).
+        callback: called after each solve, as in :class:`~deqlib.implicit.DEQ`.
         generator: a ``torch.Generator`` for the initialisation.
 
     Shape:
@@ -222,9 +226,11 @@ class ConvDEQ(nn.Module):
         kernel_size: k, odd (default 3).
         pool: the readout's grid of averaged regions per side (default 4; at most H and W).
         max_norm: the contraction bound in (0, 1) (default 0.9), or None for no bound.
-        solver, backward, callback: as in :class:`~deqlib.implicit.DEQ`. Default solver:
-            ``Anderson(tol=1e-4, max_iter=50)`` (float32 training needs no more); a name
+        solver: the forward solver object, as in :class:`~deqlib.implicit.DEQ` (default
+            ``Anderson(tol=1e-4, max_iter=50)``: float32 training needs no more); a name
             such as ``"picard"`` means that solver's own defaults (``Picard()``).
+        backward: the backward object, as in :class:`~deqlib.implicit.DEQ`.
+        callback: called after each solve, as in :class:`~deqlib.implicit.DEQ`.
         generator: a ``torch.Generator`` for the initialisation.
 
     Shape:

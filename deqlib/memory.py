@@ -26,10 +26,8 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
 
     Only tensors still held by the graph of what ``fn()`` returned are counted (weak
     references, read while that result is alive): a tensor saved by a branch whose graph was
-    freed during ``fn()`` is not kept for backward. Counting every storage ever packed by its
-    address instead made the count depend on where the allocator put things (a freed
-    storage's address reused by a later one was counted once): 988.6 KiB in one run, 996.6 in
-    the next.
+    freed during ``fn()`` is not kept for backward. (Counting every storage ever packed, by
+    its address, would depend on where the allocator put things, and vary from run to run.)
     """
     validate.function("fn", fn, "fn() with no arguments")
     packed: list = []

@@ -150,7 +150,8 @@ def spectral_radius(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int
     error. The iterate is renormalised after every step.
 
     Args:
-        f, z: as in :func:`operator_norm` (``f`` acts on each sample separately).
+        f: the map, as in :func:`operator_norm` (it acts on each sample separately).
+        z: the ``(batch, size)`` points where J = ∂f/∂z is taken, as in :func:`operator_norm`.
         iterations: steps k, ≥ 2.
         seed: seeds the random start vector.
     Returns:

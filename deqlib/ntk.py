@@ -75,10 +75,12 @@ class WideTanhDEQ(nn.Module):
     built from them, are those of the exact equilibrium up to ``tol``.
 
     Args:
-        in_features: d.
-        width: m.
-        sigma_w, sigma_u: the scales (σ_w > 0 small enough for a contraction, e.g. 0.4).
-        tol, max_iter: the forward and adjoint solves' stopping rule.
+        in_features: d, the size of x.
+        width: m, the size of z (the width).
+        sigma_w: the scale σ_w of W (> 0, small enough for a contraction, e.g. 0.4).
+        sigma_u: the scale σ_u of the input weights.
+        tol: the forward and adjoint solves' tolerance.
+        max_iter: the forward and adjoint solves' most steps.
         generator: a ``torch.Generator`` for the initialisation.
         dtype: float32 or float64.
 
@@ -217,7 +219,10 @@ def implicit_ntk(model: WideTanhDEQ, X: Tensor, *, tol: float = 1e-12,
                  + \tfrac{\sigma_u^2}{d} X X^\top\Bigr) + \tfrac1m Z Z^\top .
 
     Args:
-        model: the DEQ; X: the inputs (n, d); tol, max_iter: the adjoint solve's stopping rule.
+        model: the DEQ.
+        X: the inputs, (n, d).
+        tol: the adjoint solve's tolerance.
+        max_iter: the adjoint solve's most steps.
     Returns:
         Θ, (n, n).
     """
@@ -291,8 +296,11 @@ def infinite_width_ntk(X: Tensor, *, sigma_w: float = 0.4, sigma_u: float = 1.0,
     with the default 96 nodes).
 
     Args:
-        X: the inputs, (n, d). sigma_w in (0, 1), sigma_u > 0: the model's scales.
-        tol, max_iter: the stopping rule of the solve for Σ*.
+        X: the inputs, (n, d).
+        sigma_w: the model's scale σ_w, in (0, 1).
+        sigma_u: the model's scale σ_u, > 0.
+        tol: the tolerance of the solve for Σ*.
+        max_iter: the most steps of the solve for Σ*.
         nodes: quadrature points per dimension.
     Returns:
         :class:`InfiniteWidthKernels`.

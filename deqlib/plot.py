@@ -6,11 +6,8 @@ global ``matplotlib.rcParams``: the style is applied with :func:`matplotlib.rc_c
 figure is built, so a training script or a DDP worker that imports deqlib keeps its own
 matplotlib state, and one chapter's figure cannot blank the next one's.
 
-How a figure reaches the page: a :class:`BookFigure` has a ``_repr_png_`` method, so a notebook
-cell that *ends* with one shows it as a PNG, even in a kernel where pyplot was never imported
-(a plain ``Figure`` shows only its text repr there). Such a cell stores exactly one image
-output, which myst-nb numbers and captions from the cell's metadata
-``{"mystnb": {"figure": {"name": "fig-...", "caption": "..."}}}``.
+A notebook cell that *ends* with a :class:`BookFigure` shows it as a PNG, even in a kernel
+where pyplot was never imported.
 
 A chapter's cell stays short::
 
@@ -220,7 +217,8 @@ def lines(
             Values may be lists, numpy arrays or tensors. A label whose first word is a key of
             :data:`PALETTE` ("anderson", "delm"…) gets the book's colour for it.
         x: x values shared by every series given as ys alone (default 0, 1, 2, …).
-        xscale, yscale: "linear", "log" or "symlog".
+        xscale: the x axis' scale, "linear", "log" or "symlog".
+        yscale: the y axis' scale, "linear", "log" or "symlog".
         hlines: horizontal reference lines ``{label: y}``, drawn dotted in grey.
         styles: extra matplotlib options per label, e.g. ``{"bound": {"linestyle": "--"}}``.
         marker: a marker for every series ("o"…), handy for a few points.

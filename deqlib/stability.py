@@ -164,7 +164,9 @@ class MonotoneLinear(nn.Module):
         m: the monotonicity margin, a positive number (default 0.1): I − W ⪰ mI.
         init_scale: A and B start with entries N(0, init_scale²/width) (default 0.5), so
             ‖AᵀA‖₂ starts near (2·init_scale)² and the plain iteration may or may not converge.
-        generator, dtype, device: for the initialisation.
+        generator: an optional ``torch.Generator`` for the initialisation.
+        dtype: the parameters' dtype.
+        device: the parameters' device.
 
     Shape:
         input ``(batch, width)``, output ``(batch, width)``: the rows of z times Wᵀ.

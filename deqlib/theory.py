@@ -395,10 +395,13 @@ def gradient_descent(
     Args:
         start: ``(A0, B0)`` (m×m, m_y×m) for the DELM, or the m_y×m matrix ``W0`` for the
             linear model W ↦ ℒ(W).
-        Phi: m×n features as columns (``model.features(X).T``); Y: m_y×n targets (one-hot
-            for cross-entropy).
-        eta: the step η > 0; steps: the number of steps (≥ 0).
-        loss: ``"square"`` or ``"cross_entropy"``; gamma, delta: the DELM's γ and δ.
+        Phi: m×n features as columns (``model.features(X).T``).
+        Y: m_y×n targets (one-hot for cross-entropy).
+        eta: the step η > 0.
+        steps: the number of steps (≥ 0).
+        loss: ``"square"`` or ``"cross_entropy"``.
+        gamma: the DELM's γ.
+        delta: the DELM's δ.
         record_every: record every k-th step (and the last).
         record: ``record(s)`` with a :class:`DescentStep` at each recorded step; the dict it
             returns is appended to ``Descent.records`` name by name (None: nothing).
@@ -502,10 +505,15 @@ def gradient_flow(
     :func:`gradient_descent`'s (with its warnings).
 
     Args:
-        A0, B0: the start (m×m, m_y×m).
-        Phi: m×n features as columns (``model.features(X).T``); Y: m_y×n targets (one-hot
-            for cross-entropy).
-        eta: the step η > 0; steps: the number of steps (≥ 0).
+        A0: the start's A, m×m.
+        B0: the start's B, m_y×m.
+        Phi: m×n features as columns (``model.features(X).T``).
+        Y: m_y×n targets (one-hot for cross-entropy).
+        gamma: the DELM's γ.
+        delta: the DELM's δ.
+        eta: the step η > 0.
+        steps: the number of steps (≥ 0).
+        loss: ``"square"`` or ``"cross_entropy"``.
         optimum: ℒ*; default: :func:`optimum_square_loss` or :func:`optimum_cross_entropy`.
         mu: the PL constant; default :func:`pl_constant_square` for the square loss (for
             cross-entropy it must be given: it is an assumption there).
@@ -625,7 +633,9 @@ def solve_trust_region(
     boundary along a bottom eigenvector (one of the minimisers).
 
     Args:
-        g: (d,); H: (d, d) symmetric; Q: (d, d) symmetric positive definite.
+        g: the gradient, (d,).
+        H: the Hessian, (d, d), symmetric.
+        Q: the norm's matrix, (d, d), symmetric positive definite.
         radius: Δ > 0.
         iters: bisection steps (≥ 1).
     Returns:

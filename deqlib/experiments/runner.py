@@ -47,19 +47,30 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
     their key records it (``"dtype"``): a float64 run is never reused for a float32 call.
 
     Args:
-        dataset, root, download, train_size, test_size, data_seed: what
-            :func:`deqlib.data.load` gets (``data_seed`` draws the subsets).
-        models: names from ``MODELS``; losses: from ``deqlib.functional.LOSSES``.
+        dataset: the dataset's name, as in :func:`deqlib.data.load`.
+        models: names from ``MODELS``.
+        losses: names from ``deqlib.functional.LOSSES``.
         seeds: the initialisation and shuffling seeds; one run per seed.
-        epochs, batch_size: of SGD (``batch_size=None``: full batch).
+        epochs: the passes of SGD over the training set.
         lr: one learning rate for all, or a mapping keyed by ``"loss/model"`` or ``"loss"``.
-        gamma, delta: the DELM's γ and δ; width: the deep linear networks' hidden width.
+        batch_size: SGD's mini-batch size (``None``: full batch).
+        device: as in :func:`deqlib.train.fit`.
+        root: where the datasets live, as in :func:`deqlib.data.load`.
+        download: fetch a missing dataset, as in :func:`deqlib.data.load`.
+        train_size: the training subset's size, as in :func:`deqlib.data.load`.
+        test_size: the test subset's size, as in :func:`deqlib.data.load`.
+        data_seed: the seed that draws the subsets (``seed`` of :func:`deqlib.data.load`).
+        gamma: the DELM's γ.
+        delta: the DELM's δ.
+        width: the deep linear networks' hidden width.
+        progress: show progress bars.
         out: the folder; runs go to ``out/runs``.
         command: the command line to store with each run.
         reuse_from: other output folders whose stored runs (same key, so the same settings)
             are copied instead of trained again.
         summary: write ``out/summary.csv`` for these runs (see :func:`write_summary`), and
             with ``figure`` also ``out/summary.png``.
+        figure: with ``summary``, also draw ``out/summary.png``.
     Returns:
         The records of exactly the requested runs (stored or new), in the order
         loss, model, seed. Each is a dict of its settings (see :func:`run_settings`), ``key``,

@@ -18,7 +18,11 @@ Every solver here treats ``z`` of shape ``(batch, ...)`` as ``batch`` independen
 residuals, the stopping rule and Anderson's mixing weights are per sample. One evaluation of
 ``f`` is one *step*; ``max_iter`` bounds the steps.
 
-**The stopping rule.** For an iterate z of one sample let r = ‖f(z) − z‖ be its residual.
+**The stopping rule.** In practice ρ, the number compared with ``tol``, is the usual relative
+residual ‖f(z) − z‖ / ‖f(z)‖ (torchdeq's ``stop_mode='rel'``); the exact rule below adds two
+safeguards, for a fixed point at the origin and for an iterate that runs away.
+
+For an iterate z of one sample let r = ‖f(z) − z‖ be its residual.
 At the first step the solver records the size of the start, s₀ = max(‖z₀‖, ‖f(z₀)‖), and its
 first residual, floored at the tolerance: r₀ = max(‖f(z₀) − z₀‖, tol·s₀). Then
 
@@ -83,7 +87,7 @@ running the out-of-place iteration of :mod:`deqlib.solvers.reference`, which com
 iterates bit for bit.
 
 **Warnings** point at the user's line, also through :func:`solve`, a DEQ layer or a
-backward pass: ``warn_at_caller`` skips every frame inside deqlib and torch.
+backward pass: they skip every frame inside deqlib and torch.
 
 **Cost.** A step is one evaluation of f plus the solver's own work. On a CPU that work is
 dominated by the fixed cost of each small tensor operation (a few µs each, against tens to
@@ -94,9 +98,8 @@ batched product, solves all samples' small systems with one LU call and mixes wi
 product; Broyden's two low-rank products with its stored pairs are fused into two batched
 products. The host reads one number per step (the stopping test); ``check_every=k`` reads
 it every k steps instead, which pays on accelerators, where a read waits for the device.
-``torch.compile`` of the small operations did not pay on a CPU (25 s to compile, and 17 µs
-per call against 5.5 µs eager for the stopping test). ``benchmarks/bench_solvers.py``
-measures the cost of a step in units of one evaluation of f.
+The measured costs (a step in units of one evaluation of f, and what did not pay, such as
+``torch.compile``) are on the performance page and in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations

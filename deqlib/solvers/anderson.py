@@ -45,18 +45,19 @@ class Anderson(Solver):
     and mixes (one more); the steps between only store f(z) and g. The histories hold
     2 × p × batch × size numbers.
 
-    Defaults: p = 12, mixing every ⌈p/2⌉ = 6 steps, λ = 1e-4, chosen by timing the grid
-    p ∈ {5, 8, 10, 12, 16, 20} × mix_every ∈ {1, ⌈p/2⌉, p} on the pinned reference problems
-    (``benchmarks/bench_solvers.py --sweep``; the scores are in
-    ``benchmarks/results/solvers_defaults.json``): the leading settings were within the noise
-    of each other, p = 12 needed the fewest steps of them on the hardest problem, and every
-    classical setting (mix_every = 1) was slower, since mixing every step costs a small solve
-    and two passes over the histories per step and saved few steps on these problems.
-    λ between 0 and 1e-2 changed the steps by at most 5 %; 1e-4 is kept as a guard against
-    nearly collinear residuals.
+    Defaults: p = 12, mixing every ⌈p/2⌉ = 6 steps, λ = 1e-4, the fastest settings on the
+    pinned reference problems; mixing every step costs a small solve per step and saves few
+    steps. How they were measured: the performance page and ``benchmarks/README.md``.
 
     Args:
-        tol, max_iter, stop, strict, check_every, stall: as in
+        tol: the tolerance, as in :class:`~deqlib.solvers.base.Solver`.
+        max_iter: the most steps, as in :class:`~deqlib.solvers.base.Solver`.
+        stop: the stopping rule, as in :class:`~deqlib.solvers.base.Solver`.
+        strict: raise instead of warn on failure, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        check_every: read the stopping test every this many steps, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        stall: stop when the residual stalls at round-off, as in
             :class:`~deqlib.solvers.base.Solver`.
         memory: p, how many past steps to mix (≥ 1; 1 is Picard with damping β).
         mix_every: mix every this many steps, 1 ≤ mix_every ≤ memory (default ⌈p/2⌉).

@@ -34,13 +34,19 @@ class Broyden(Solver):
     pair is not a valid inverse update (the later pairs were computed against it).
     No line search.
 
-    Default memory 10: on the pinned reference problems memory 10 was the fastest of
-    {10, 20, 30, 50} (``benchmarks/bench_solvers.py --sweep``), although 20 needs fewer steps
-    where the problem is hard: a step costs two batched products with the stored pairs, so a
-    longer memory costs more per step than it saves in steps.
+    Default memory 10, the fastest on the pinned reference problems: a step costs two batched
+    products with the stored pairs, so a longer memory costs more per step than it saves in
+    steps (measurements: ``benchmarks/README.md``).
 
     Args:
-        tol, max_iter, stop, strict, check_every, stall: as in
+        tol: the tolerance, as in :class:`~deqlib.solvers.base.Solver`.
+        max_iter: the most steps, as in :class:`~deqlib.solvers.base.Solver`.
+        stop: the stopping rule, as in :class:`~deqlib.solvers.base.Solver`.
+        strict: raise instead of warn on failure, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        check_every: read the stopping test every this many steps, as in
+            :class:`~deqlib.solvers.base.Solver`.
+        stall: stop when the residual stalls at round-off, as in
             :class:`~deqlib.solvers.base.Solver`.
         memory: how many rank-one updates to keep before restarting.
 

@@ -1,7 +1,7 @@
 r"""The solvers written plainly: out of place, so that autograd can run through every step.
 
 A solver object runs these when a graph through the iterations is needed (grad enabled and
-an f whose output requires grad: unrolled backprop), and its in-place ``_fast`` otherwise.
+an f whose output requires grad: unrolled backprop), and its in-place iteration otherwise.
 Both compute the same iterates, bit for bit (``tests/test_solvers.py``): the fast paths are
 implementations of these, with buffers allocated once and fused operations, not other
 algorithms. Each function takes the solver object (its options), f as the solvers call it
