@@ -181,14 +181,17 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
     worst = int(torch.argmax(excess.reshape(-1)))
     vw, bw = v.reshape(-1)[worst].item(), b.reshape(-1)[worst].item()
     op = "≤" if sign > 0 else "≥"
-    if sign > 0 and bw > 0 and 0 <= vw <= bw * FLOOR:   # rounding-level value: its bound
+    # an infinite bound allows every finite value (0·∞ would make the slack NaN)
+    allowed = bw + sign * rtol * abs(bw) if rtol and math.isfinite(bw) else bw
+    holds = sign * (vw - allowed) <= 0
+    if not holds:   # never print the inequality as if it held
+        line = f"{_prefix(what)}{vw:.4g} {'>' if sign > 0 else '<'} {bw:.4g} ✗"
+    elif sign > 0 and bw > 0 and 0 <= vw <= bw * FLOOR:   # rounding-level value: its bound
         line = f"{_prefix(what)}< {bw * FLOOR:.4g} ≤ {bw:.4g} (ratio < {FLOOR:g})"
     else:
         line = f"{_prefix(what)}{vw:.4g} {op} {bw:.4g} ({_margin(vw, bw)})"
     print(line)
-    # an infinite bound allows every finite value (0·∞ would make the slack NaN)
-    allowed = bw + sign * rtol * abs(bw) if rtol and math.isfinite(bw) else bw
-    if not sign * (vw - allowed) <= 0:
+    if not holds:
         raise AssertionError(
             f"{line}: {vw!r} is not {op} {bw!r}"
             + (f" (relative tolerance {rtol:g})" if rtol else "")

@@ -192,3 +192,12 @@ def test_at_most_names_rtol_and_refuses_an_empty_value():
         check.at_most(1.0, 2.0, rtol=-0.1)        # the message named tol
     with pytest.raises(ValueError, match="the value is empty"):
         check.at_most(torch.tensor([]), 1.0)     # torch's argmax IndexError
+
+
+def test_a_failing_inequality_is_never_printed_as_if_it_held(capsys):
+    with pytest.raises(AssertionError, match="1.2 is not ≤ 1"):
+        check.at_most(1.2, 1.0, what="‖S‖₂")
+    assert capsys.readouterr().out == "‖S‖₂: 1.2 > 1 ✗\n"
+    with pytest.raises(AssertionError):
+        check.at_least(0.5, 1.0, what="ratio")
+    assert capsys.readouterr().out == "ratio: 0.5 < 1 ✗\n"
