@@ -214,10 +214,16 @@ def paired_runs(records: Iterable[dict], a: str, b: str, *, loss: str,
     return {**result, "seeds": seeds}
 
 
-def format_paired(result: dict, *, scale: float = 1.0, fmt: str = "+.2f") -> str:
+def format_paired(result: dict, *, scale: float = 1.0, fmt: str = "+.2f",
+                  words: dict | None = None) -> str:
     """One line: the mean difference, the interval, the signs, the sign test's p and the verdict,
-    e.g. ``+0.32 [-0.05, +0.69]  5+ 0-  p 0.062  unresolved`` (values times ``scale``)."""
+    e.g. ``+0.32 [-0.05, +0.69]  5+ 0-  p 0.0625  unresolved`` (values times ``scale``).
+
+    ``words`` maps the verdicts ``"a > b"``, ``"a < b"``, ``"unresolved"`` to the words to print
+    (e.g. ``{"a > b": "DELM ahead", ...}``); None prints the verdicts themselves.
+    """
     lo, hi = result["interval"]
+    verdict = result["verdict"] if words is None else words[result["verdict"]]
     return (f"{scale * result['mean']:{fmt}} [{scale * lo:{fmt}}, {scale * hi:{fmt}}]  "
-            f"{result['positive']}+ {result['negative']}-  p {result['sign_p']:.3f}  "
-            f"{result['verdict']}")
+            f"{result['positive']}+ {result['negative']}-  p {result['sign_p']:.4f}  "
+            f"{verdict}")

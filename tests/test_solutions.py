@@ -408,6 +408,10 @@ def test_ch08_exercise_2_depth_3_leads_the_linear_model_on_every_seed_at_the_rat
     assert (acc["n"], acc["positive"], acc["verdict"]) == (5, 5, "a > b")     # higher accuracy
     assert (loss["n"], loss["negative"], loss["verdict"]) == (5, 5, "a < b")  # lower loss
     assert acc["sign_p"] == loss["sign_p"] == 0.0625 == stats.smallest_sign_p(5)
+    # the magnitudes ch08.md states: about 4.7 points [1.8, 7.7], training loss about 0.1 lower
+    assert 4.2 < 100 * acc["mean"] < 5.2, acc
+    assert 1.3 < 100 * acc["interval"][0] < 2.3 and 7.2 < 100 * acc["interval"][1] < 8.2, acc
+    assert -0.12 < loss["mean"] < -0.08, loss
 
 
 def test_ch09_exercise_2_from_zero_both_reach_the_minimum_norm_interpolant():

@@ -95,7 +95,7 @@ def test_paired_three_same_sign_differences_are_resolved():
     assert r["sign_p"] == 0.25
     assert stats.paired([1, 2, 3], [1.5, 1.0, 3.5])["verdict"] == "unresolved"
     line = stats.format_paired(r, scale=1, fmt="+.4f")
-    assert line.startswith("-0.0038 [") and line.endswith("0+ 3-  p 0.250  a < b")
+    assert line.startswith("-0.0038 [") and line.endswith("0+ 3-  p 0.2500  a < b")
 
 
 def test_paired_runs_pairs_by_seed_and_skips_diverged():
@@ -134,3 +134,9 @@ def test_errors_say_what_was_wrong():
         stats.t_quantile(0.9, 0)
     with pytest.raises(TypeError, match="df"):
         stats.student_t_cdf(1.0, 2.0)
+
+
+def test_format_paired_prints_the_given_words_for_the_verdict():
+    r = stats.paired([1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
+    words = {"a > b": "DELM ahead", "a < b": "linear ahead", "unresolved": "unclear"}
+    assert stats.format_paired(r, words=words).endswith("p 0.2500  DELM ahead")
