@@ -49,16 +49,10 @@ class Anderson(Solver):
     pinned reference problems; mixing every step costs a small solve per step and saves few
     steps. How they were measured: the performance page and ``benchmarks/README.md``.
 
+    The options every solver shares (``tol``, ``max_iter``, ``stop``, ``strict``,
+    ``check_every``, ``stall``) are those of :class:`~deqlib.solvers.base.Solver`; its own:
+
     Args:
-        tol: the tolerance, as in :class:`~deqlib.solvers.base.Solver`.
-        max_iter: the most steps, as in :class:`~deqlib.solvers.base.Solver`.
-        stop: the stopping rule, as in :class:`~deqlib.solvers.base.Solver`.
-        strict: raise instead of warn on failure, as in
-            :class:`~deqlib.solvers.base.Solver`.
-        check_every: read the stopping test every this many steps, as in
-            :class:`~deqlib.solvers.base.Solver`.
-        stall: stop when the residual stalls at round-off, as in
-            :class:`~deqlib.solvers.base.Solver`.
         memory: p, how many past steps to mix (≥ 1; 1 is Picard with damping β).
         mix_every: mix every this many steps, 1 ≤ mix_every ≤ memory (default ⌈p/2⌉).
         beta: mixing (damping) parameter in (0, 1], applied on mixing steps.

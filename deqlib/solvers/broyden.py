@@ -38,16 +38,10 @@ class Broyden(Solver):
     products with the stored pairs, so a longer memory costs more per step than it saves in
     steps (measurements: ``benchmarks/README.md``).
 
+    The options every solver shares (``tol``, ``max_iter``, ``stop``, ``strict``,
+    ``check_every``, ``stall``) are those of :class:`~deqlib.solvers.base.Solver`; its own:
+
     Args:
-        tol: the tolerance, as in :class:`~deqlib.solvers.base.Solver`.
-        max_iter: the most steps, as in :class:`~deqlib.solvers.base.Solver`.
-        stop: the stopping rule, as in :class:`~deqlib.solvers.base.Solver`.
-        strict: raise instead of warn on failure, as in
-            :class:`~deqlib.solvers.base.Solver`.
-        check_every: read the stopping test every this many steps, as in
-            :class:`~deqlib.solvers.base.Solver`.
-        stall: stop when the residual stalls at round-off, as in
-            :class:`~deqlib.solvers.base.Solver`.
         memory: how many rank-one updates to keep before restarting.
 
     Example::
