@@ -24,7 +24,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from .backward import Implicit, OneStep, Unrolled, refuse_moved
-from .functional import _gaussian, tanh_map
+from .functional import _gaussian, check_finite_features, tanh_map
 from .implicit import DEQ, DTYPES
 from .solvers import Anderson, Solver
 
@@ -78,6 +78,8 @@ def _check_input(layer: str, x, features: int, dtype: torch.dtype) -> None:
             f"{layer} has {dtype} parameters but the input is {x.dtype}: convert the "
             f"input with x.to({dtype})"
         )
+    # before the solver, which would only report f's NaN (or, for Inf, saturate tanh in silence)
+    check_finite_features(x, layer)
 
 
 def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None, factory: dict):

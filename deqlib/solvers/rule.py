@@ -13,6 +13,29 @@ from .. import validate
 from .result import ConvergenceError, ConvergenceWarning, SolverResult, warn_at_caller
 
 
+def running_transforms() -> list[str] | None:
+    """The torch.func transforms running now, outermost first (``["vmap", "grad"]``), read
+    from torch's (private) interpreter stack; None where this torch has no such function."""
+    stack = getattr(getattr(torch._C, "_functorch", None), "get_interpreter_stack", None)
+    if stack is None:
+        return None
+    return [level.key().name.lower() for level in (stack() or ())]
+
+
+def torch_func_error(owner: str, transform: str, cause: str = "") -> RuntimeError:
+    """The error of ``owner`` run inside the torch.func ``transform`` it cannot follow,
+    written once for the solvers, the DEQ layers and the DELM. ``cause`` names the
+    data-dependent decision (default: the solvers' stopping test)."""
+    cause = cause or ("the solve stops when a residual is small, a data-dependent decision "
+                      "(read on the host)")
+    return RuntimeError(
+        f"{owner} cannot run inside {transform}: {cause}, which torch.func transforms cannot "
+        "trace. Use torch.autograd.grad or .backward() for gradients (and "
+        "torch.autograd.functional.jacobian for Jacobians), and instead of vmap pass the "
+        "batch as the leading dimension: deqlib batches it already (every sample is solved "
+        "as its own system).")
+
+
 def check_start(f, z0) -> None:
     """Refuse an f that is not callable and a z0 the solvers cannot iterate from."""
     validate.function("f", f, "f(z), a map from z to a tensor of z's shape")
@@ -22,6 +45,12 @@ def check_start(f, z0) -> None:
     if z0.dim() < 1:
         raise ValueError("z0 must have a leading batch dimension, shape (batch, ...); "
                          "got a 0-d tensor (use z0.reshape(1) for one scalar system)")
+    if z0.device.type == "meta":
+        raise ValueError(
+            "z0 is on the meta device: it has a shape but no values, and a solve reads the "
+            "residual's value at every step. Create z0 on a real device (torch.zeros(shape, "
+            "device='cpu' or 'cuda')), e.g. after model.to_empty(device=...) and "
+            "initialising the parameters of a model built on 'meta'.")
     if z0.dtype not in (torch.float32, torch.float64):
         if z0.dtype in (torch.float16, torch.bfloat16):
             raise TypeError(
@@ -70,6 +99,12 @@ class _Map:
             raise ValueError(f"{self.method}: f must return a tensor of z's shape "
                              f"{tuple(self.shape)}; got {got} at step {step}")
         if fz.dtype != self.dtype or fz.device != self.device:
+            if fz.device.type == "meta":
+                raise TypeError(
+                    f"{self.method}: f returned a tensor on the meta device (shape only, no "
+                    f"values) for z on {self.device} at step {step}: f holds parameters or "
+                    "buffers on 'meta'. Materialise them first (module.to_empty(device=...) "
+                    "and initialise them, or load a state_dict with assign=True).")
             if not fz.is_floating_point() or fz.device != self.device:
                 raise TypeError(
                     f"{self.method}: f returned a {fz.dtype} tensor on {fz.device} for a "
