@@ -117,8 +117,21 @@ class _Map:
 
 
 _CONTINUE, _CONVERGED, _DIVERGED, _NONFINITE, _STALLED = 0, 1, 2, 3, 4
-#: stalled: no new smallest residual in this many steps, while at most √eps of f's precision
+#: stalled: no new smallest residual in this many steps, while at the round-off floor of f's
+#: precision (:func:`stall_floor`)
 _STALL_STEPS = 30
+#: the floor is min(√eps, _FLOOR_EPS · eps): round-off residuals of the tanh maps of the scan
+#: and the reference problem sit at 0.03-6 eps in float64, float32 and bfloat16, so 1000 eps
+#: leaves a margin of about 100; √eps alone (1.5e-8 in float64) stopped Broyden on a
+#: non-monotone stretch at 6e-9 of a solve that converges to 1e-10 (tests/test_solvers_precision)
+_FLOOR_EPS = 1e3
+
+
+def stall_floor(dtype: torch.dtype) -> float:
+    """The largest residual the stall test treats as round-off of ``dtype``: min(√eps, 1000 eps)
+    (float64 2.2e-13, float32 1.2e-4, bfloat16 and float16 √eps: 8.8e-2 and 3.1e-2)."""
+    eps = torch.finfo(dtype).eps
+    return min(math.sqrt(eps), _FLOOR_EPS * eps)
 _RHO_DIVERGED = 1e8   # relative mode: ρ > 1e8 ⇔ r > 1e4·√(s₀r₀) (see the module docstring)
 _ABS_GROWTH = 1e4     # absolute mode: the largest r beyond 1e4 × the largest s₀
 
@@ -139,8 +152,10 @@ class _Rule:
     def stalled(self) -> bool:
         """No new smallest residual in ``stall`` steps, at round-off of f's precision.
 
-        A residual cannot fall below what the dtype f computes in resolves (about its eps
-        times the map's amplification): there the solver can only shuffle round-off. Only the
+        A residual cannot fall below what the dtype f computes in resolves (a few times its
+        eps): there the solver can only shuffle round-off. The floor (:func:`stall_floor`) is
+        tied to eps, not √eps: Anderson and Broyden are not monotone, and above the floor a
+        stretch of 30 steps without a new minimum is progress still to come. Only the
         "no new minimum" test is made against the trace, so a slow but steady solve (Picard at
         a factor 0.999 makes a new minimum every step) is never stopped by it.
         """
@@ -151,7 +166,7 @@ class _Rule:
         if self.stall_steps is None or len(trace) - self.best_step < self.stall_steps:
             return False
         computes_in = self.fmap.computes_in if self.fmap is not None else torch.float64
-        return self.best <= math.sqrt(torch.finfo(computes_in).eps)
+        return self.best <= stall_floor(computes_in)
 
     def start(self, z0: Tensor, fz0: Tensor) -> Tensor:
         """Fix s₀ and r₀ from the first step (checking that norms do not overflow); its ρ."""
