@@ -198,3 +198,10 @@ def test_nan_from_f_read_every_few_steps_names_f_and_the_first_step():
     with pytest.raises(FloatingPointError, match=r"picard: f returned NaN or Inf at step 3 "
                                                  r"\(found at step 10, check_every=10\)"):
         deqlib.solve(f, torch.zeros(2, 3), method="picard", check_every=10, max_iter=50)
+
+
+def test_a_map_returning_meta_tensors_is_named():
+    # hostile review N-CU-solve-meta, the f side: parameters left on 'meta'
+    b = torch.zeros(3, device="meta")
+    with pytest.raises(TypeError, match=r"f returned a tensor on the meta device.*to_empty"):
+        deqlib.solve(lambda z: torch.zeros_like(z, device="meta") + b, torch.zeros(2, 3))
