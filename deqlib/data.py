@@ -296,7 +296,9 @@ def _read_mnist10k(path: Path) -> tuple[np.ndarray, np.ndarray]:
     the content digest. Never pickles; numpy's own errors (and its advice to allow pickles)
     are replaced by one that names the file."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # a file object closed on every path: numpy leaks the file it opens itself when the
+        # archive is damaged (a ResourceWarning)
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
     except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as err:
         reason = type(err).__name__ if "pickle" in str(err) else f"{type(err).__name__}: {err}"

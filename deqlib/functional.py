@@ -340,15 +340,20 @@ class _DELMClosedForm(torch.autograd.Function):
         return grad_Phi, grad_A, grad_B, None, None
 
 
-def check_finite_features(features: Tensor) -> None:
-    """Raise ValueError when the input holds NaN or Inf, naming the first bad sample."""
+def check_finite_features(features: Tensor, owner: str = "") -> None:
+    """Raise ValueError when the input holds NaN or Inf, naming the first bad sample (and
+    ``owner``, the model or layer, when given). One fused check when the input is finite."""
+    if bool(torch.isfinite(features).all()):
+        return
     bad = ~torch.isfinite(features)
-    if bool(bad.any()):
-        row = int(bad.reshape(len(bad), -1).any(dim=1).nonzero()[0, 0]) if bad.dim() > 1 else 0
-        raise ValueError(
-            f"the input holds NaN or Inf ({int(bad.sum())} entries, the first in "
-            f"sample {row}): clean or impute the data before calling the model"
-        )
+    row = int(bad.reshape(len(bad), -1).any(dim=1).nonzero()[0, 0]) if bad.dim() > 1 else 0
+    first = features.reshape(len(features), -1)[row] if features.dim() > 1 else features
+    kind = "NaN" if bool(first.isnan().any()) else "Inf"
+    raise ValueError(
+        f"{owner + ': ' if owner else ''}the input holds NaN or Inf ({int(bad.sum())} "
+        f"entries, the first in sample {row}), {kind} in that sample: clean or impute the "
+        "data before calling the model (the solver would only see its effect)"
+    )
 
 
 def check_finite_output(out: Tensor, features: Tensor, A: Tensor, B: Tensor) -> None:

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from . import validate
 from .backward import Implicit, OneStep, Unrolled, as_backward, refuse_moved
 from .solvers import Anderson, Solver, SolverResult, as_solver
+from .solvers.rule import torch_func_error
 
 __all__ = ["DEQ", "DEQInfo", "SolverStats", "fixed_point_vjp", "PHASES"]
 
@@ -304,6 +305,30 @@ class _ImplicitBackward(torch.autograd.Function):
         return ctx.adjoint(g), None
 
 
+class _OneStepBackward(torch.autograd.Function):
+    """The identity on f(z*, θ), whose backward passes the gradient through unchanged; it
+    exists to refuse a second derivative of the one-step gradient, which would silently be
+    the derivative of an approximation (for f = a·z + x the one-step ∂z*/∂x is I whatever a,
+    so every second derivative through it is 0, or torch's 'does not require grad')."""
+
+    @staticmethod
+    def forward(ctx, f_z: Tensor) -> Tensor:
+        return f_z.view_as(f_z)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "DEQ(backward=OneStep()) ('one_step') does not support higher-order gradients "
+                "(create_graph=True): the one-step gradient replaces (I − J)⁻¹ by I, an "
+                "approximation of the first derivative only, and its own derivative is not "
+                "that of z* (it ignores how J depends on the parameters). It supports one "
+                "backward pass (create_graph=False). For derivatives of every order use "
+                "backward=Unrolled(); for an exact first derivative, Implicit()."
+            )
+        return g
+
+
 @dataclass
 class _Adjoint:
     """The adjoint solve of one forward call: its graph, its solver and where results go."""
@@ -461,12 +486,7 @@ class DEQ(nn.Module):
     def forward(self, x, z0: Tensor | None = None, *, return_info: bool = False):
         """Return z* (and a :class:`DEQInfo` when ``return_info=True``)."""
         if _functorch_active():
-            raise RuntimeError(
-                "DEQ cannot run inside a torch.func transform (grad, vjp, jacrev, vmap, ...): "
-                "its solvers stop when a residual is small, a data-dependent decision these "
-                "transforms cannot trace. Use torch.autograd.grad or .backward() (and "
-                "torch.autograd.functional.jacobian for Jacobians); the layer is batched already."
-            )
+            raise torch_func_error("DEQ", "a torch.func transform (grad, vjp, jacrev, vmap, ...)")
         z0 = self._start(x) if z0 is None else z0
         self._check_start(z0)
 
@@ -495,8 +515,11 @@ class DEQ(nn.Module):
         if isinstance(self.backward, Unrolled):  # the solver's graph, or none under no_grad
             return result.z
         z_star = result.z.detach()
-        if not torch.is_grad_enabled() or isinstance(self.backward, OneStep):
+        if not torch.is_grad_enabled():
             return self._apply_f(z_star, x)
+        if isinstance(self.backward, OneStep):
+            f_z = self._apply_f(z_star, x)
+            return _OneStepBackward.apply(f_z) if f_z.requires_grad else f_z
         z_in = z_star.requires_grad_()
         f_z = self._apply_f(z_in, x)  # the one application of f whose graph is kept
         if not _depends_on_other_than(f_z, z_in):  # nothing upstream needs a gradient

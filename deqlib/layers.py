@@ -24,9 +24,10 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from .backward import Implicit, OneStep, Unrolled, refuse_moved
-from .functional import _gaussian, tanh_map
+from .functional import _gaussian, check_finite_features, tanh_map
 from .implicit import DEQ, DTYPES
 from .solvers import Anderson, Solver
+from .solvers.rule import running_transforms, torch_func_error
 
 __all__ = ["TanhDEQ", "ConvDEQ", "ReferenceProblem", "reference_tanh_problem"]
 
@@ -65,6 +66,8 @@ def _check_dtype(layer: str, dtype: torch.dtype | None) -> torch.dtype:
 
 
 def _check_input(layer: str, x, features: int, dtype: torch.dtype) -> None:
+    if running_transforms():   # the DEQ's refusal, before the input check would fail in torch
+        raise torch_func_error(layer, "a torch.func transform (grad, vjp, jacrev, vmap, ...)")
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{layer} expects a torch.Tensor of shape (batch, {features}); got {type(x).__name__}"
@@ -78,6 +81,8 @@ def _check_input(layer: str, x, features: int, dtype: torch.dtype) -> None:
             f"{layer} has {dtype} parameters but the input is {x.dtype}: convert the "
             f"input with x.to({dtype})"
         )
+    # before the solver, which would only report f's NaN (or, for Inf, saturate tanh in silence)
+    check_finite_features(x, layer)
 
 
 def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None, factory: dict):

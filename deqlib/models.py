@@ -20,6 +20,7 @@ from .functional import _gaussian
 from .implicit import DEQ
 from .solvers import _BY_NAME as _SOLVERS
 from .solvers import Solver, as_solver
+from .solvers.rule import running_transforms, torch_func_error
 
 SOLVER_NAMES = tuple(sorted(_SOLVERS))
 
@@ -202,6 +203,31 @@ class DeepEquilibriumLinear(nn.Module):
             f"gamma={self.gamma}, delta={self.delta:g}, solver={self.solver!r}"
         )
 
+    # gamma and delta travel with the state: A and B mean nothing without them
+    _CONSTANTS = ("gamma", "delta")
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name in self._CONSTANTS:   # float64 on the CPU: exact for a Python float
+            destination[prefix + name] = torch.tensor(getattr(self, name), dtype=torch.float64)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for name in self._CONSTANTS:   # absent from a state saved before they were stored
+            saved = state_dict.pop(prefix + name, None)
+            if saved is None:
+                continue
+            saved = float(saved)
+            if saved != getattr(self, name):
+                error_msgs.append(
+                    f"DeepEquilibriumLinear: the state was saved from a model with "
+                    f"{name}={saved:g}, but this model has {name}={getattr(self, name):g}, so "
+                    f"its A and B would compute another function. Build the model with "
+                    f"{name}={saved:g} before loading; to reuse the weights under the new "
+                    f"{name} on purpose, delete {prefix + name!r} from the state_dict first.")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     # the quantities of the theory, each differentiable
     def features(self, x: Tensor) -> Tensor:
         """φ(x): ``x @ R.T`` with a width, else x itself. Shape (batch, m)."""
@@ -230,6 +256,12 @@ class DeepEquilibriumLinear(nn.Module):
         return F.delm_map(z, S, features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if "vmap" in (running_transforms() or ()):   # torch.func.grad and jacrev work
+            raise torch_func_error(
+                "DeepEquilibriumLinear", "torch.func.vmap",
+                "it checks its input, its I − γσ(A) and its output for NaN and Inf (and an "
+                "iterative solver stops when a residual is small): data-dependent decisions "
+                "read on the host")
         Phi = self.features(x)
         if self.deq is None:
             return F.deep_equilibrium_linear(Phi, self.A, self.B, self.gamma, self.delta)

@@ -35,9 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from . import validate
+from .backward import refuse_moved
 from .functional import _gaussian
 from .implicit import DEQ
-from .solvers import ConvergenceError, Picard, picard
+from .solvers import ConvergenceError, Picard, Solver, picard
 
 __all__ = [
     "WideTanhDEQ",
@@ -70,17 +71,19 @@ class WideTanhDEQ(nn.Module):
     r"""f(x) = aᵀz*/√m with z* = tanh(σ_w Ŵ z*/√m + σ_u Û x/√d), NTK parameterisation.
 
     Ŵ (m, m), Û (m, d) and a (m,) are the parameters, N(0, 1) at initialisation; σ_w and σ_u
-    are fixed scales. The forward solves the equilibrium with Picard iteration to ``tol`` and
-    differentiates it implicitly (:class:`~deqlib.implicit.DEQ`), so gradients, and the NTK
-    built from them, are those of the exact equilibrium up to ``tol``.
+    are fixed scales. The forward solves the equilibrium with ``solver`` (by default Picard
+    iteration to 1e-12) and differentiates it implicitly (:class:`~deqlib.implicit.DEQ`), so
+    gradients, and the NTK built from them, are those of the exact equilibrium up to its tol.
 
     Args:
         in_features: d, the size of x.
         width: m, the size of z (the width).
         sigma_w: the scale σ_w of W (> 0, small enough for a contraction, e.g. 0.4).
         sigma_u: the scale σ_u of the input weights.
-        tol: the forward and adjoint solves' tolerance.
-        max_iter: the forward and adjoint solves' most steps.
+        solver: the forward and adjoint solves' solver object (default
+            ``Picard(tol=1e-12, max_iter=500, strict=True)``: a solve that does not converge
+            raises, so no kernel is computed from a wrong equilibrium), or a solver's name.
+            The ``tol=`` and ``max_iter=`` keywords moved into it.
         generator: a ``torch.Generator`` for the initialisation.
         dtype: float32 or float64.
 
@@ -95,11 +98,12 @@ class WideTanhDEQ(nn.Module):
         *,
         sigma_w: float = 0.4,
         sigma_u: float = 1.0,
-        tol: float = 1e-12,
-        max_iter: int = 500,
+        solver: Solver | str = Picard(tol=1e-12, max_iter=500, strict=True),
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
+        **removed,
     ):
+        refuse_moved("WideTanhDEQ", removed, solver)
         super().__init__()
         self.in_features = validate.positive_integer("in_features", in_features)
         self.width = validate.positive_integer("width", width)
@@ -111,7 +115,7 @@ class WideTanhDEQ(nn.Module):
         self.W_hat = nn.Parameter(_gaussian((width, width), 1.0, generator, like))
         self.U_hat = nn.Parameter(_gaussian((width, in_features), 1.0, generator, like))
         self.a = nn.Parameter(_gaussian((width,), 1.0, generator, like))
-        self.deq = DEQ(self._map, solver=Picard(tol=tol, max_iter=max_iter, strict=True))
+        self.deq = DEQ(self._map, solver=solver)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, width={self.width}, "

@@ -439,15 +439,26 @@ def gradient_descent(
         validate.function("record", record, "record(step) -> dict")
     run = Descent(params=params, W=params[-1])
     first = peak = None
+    limit = math.inf
+
+    def blown_up(k: int, what: str) -> FloatingPointError:
+        start = f" (about {limit:.3g} at the start)" if math.isfinite(limit) else ""
+        return FloatingPointError(
+            f"gradient descent with eta={eta:g} broke down at step {k} (t = {eta * k:g}): "
+            f"{what}. The step is above gradient descent's stability limit{start}, so the "
+            "steps do not follow the gradient flow; take a smaller eta")
+
     for k in range(steps + 1):
-        W = end_to_end(*params, gamma, delta) if delm else params[0]
+        try:   # the parameters overflow (and the DELM's I − γσ(A) cannot be factorised)
+            W = end_to_end(*params, gamma, delta) if delm else params[0]
+        except FloatingPointError as err:   # before the loss does: say it is the step's fault
+            if k == 0:
+                raise
+            raise blown_up(k, "the parameters overflowed (A or B holds NaN or Inf)") from err
         L, G = _loss_and_gradient(W, Phi, Y, loss)
         value = L.item()
         if not math.isfinite(value):
-            raise FloatingPointError(
-                f"the loss became {value} at step {k} (t = {eta * k:g}) with eta={eta:g}: the "
-                "step is above gradient descent's stability limit, so the steps do not follow "
-                "the gradient flow; take a smaller eta")
+            raise blown_up(k, f"the loss became {value}")
         if k == 0:
             first = peak = value
             M = equilibrium_matrix(params[0], gamma, delta) @ Phi if delm else Phi

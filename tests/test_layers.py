@@ -288,3 +288,17 @@ def test_reference_problem_is_pinned_and_checked():
     for bad in (0.0, 1.0, float("nan")):
         with pytest.raises(ValueError, match="rho"):
             reference_tanh_problem(bad)
+
+
+@pytest.mark.parametrize("transform", ["vmap", "grad"])
+@pytest.mark.parametrize("build", [lambda: (deqlib.TanhDEQ(3, 8, 2), 3),
+                                   lambda: (deqlib.ConvDEQ((4, 4), 3, pool=2), 16)],
+                         ids=["TanhDEQ", "ConvDEQ"])
+def test_torch_func_over_the_layers_gives_deqlibs_message(transform, build):
+    # the input check (NaN/Inf, before the solve) would otherwise fail first inside torch
+    layer, n = build()
+    run = {"vmap": lambda: torch.func.vmap(layer)(torch.randn(4, 1, n)),
+           "grad": lambda: torch.func.grad(lambda x: layer(x).sum())(torch.randn(2, n))}
+    with pytest.raises(RuntimeError, match=rf"{type(layer).__name__} cannot run inside a "
+                                           r"torch\.func transform"):
+        run[transform]()

@@ -170,6 +170,23 @@ def test_features_are_not_trained_and_survive_a_state_dict_round_trip():
     assert_close(other(X), model(X), rtol=0, atol=0)
 
 
+def test_gamma_and_delta_travel_with_the_state_and_a_mismatch_is_refused():
+    # hostile review L-sd-gamma: A and B compute another function under another gamma or delta
+    model = delm(6, 4, gamma=0.5, delta=1e-4)
+    state = model.state_dict()
+    assert float(state["gamma"]) == 0.5 and float(state["delta"]) == 1e-4
+    for name, other in (("gamma", delm(6, 4, seed=1, gamma=0.9, delta=1e-4)),
+                        ("delta", delm(6, 4, seed=1, gamma=0.5, delta=1e-6))):
+        with pytest.raises(RuntimeError, match=rf"saved from a model with {name}="):
+            other.load_state_dict(state)
+    # a state saved before they were stored (no such keys) still loads, strictly
+    old = {k: v for k, v in state.items() if k not in ("gamma", "delta")}
+    twin = delm(6, 4, seed=1, gamma=0.5, delta=1e-4)
+    twin.load_state_dict(old)
+    X = torch.randn(3, 6, dtype=F64)
+    assert_close(twin(X), model(X), rtol=0, atol=0)
+
+
 def test_gradient_descent_closes_the_gap_to_least_squares_on_the_features():
     """m = 3 < m_y = 5 < n = 30: the gap to ℒ* = min_W ‖WΦ − Y‖² on Φ = φ(X)ᵀ reaches float64's
     floor (|L − ℒ*| ≤ 1e-12 ℒ*; L ≥ ℒ* up to rounding, since ℒ* is the infimum)."""

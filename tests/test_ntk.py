@@ -7,7 +7,7 @@ import torch
 from torch.func import functional_call
 
 from deqlib import ntk
-from deqlib.solvers import ConvergenceError
+from deqlib.solvers import ConvergenceError, Picard
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -143,13 +143,18 @@ def test_bad_inputs_raise_clear_errors(data):
         ntk.WideTanhDEQ(3, 4, dtype=torch.float16)
     with pytest.raises(TypeError, match="WideTanhDEQ"):
         ntk.implicit_ntk(torch.nn.Linear(D, 1), X)
+    # the solve's keywords moved into the solver object, as for the other layers
+    with pytest.raises(TypeError, match=r"WideTanhDEQ: tol=, max_iter= moved into the solver "
+                                        r"object: solver=Picard\(tol=1e-10, max_iter=50\)"):
+        ntk.WideTanhDEQ(3, 4, tol=1e-10, max_iter=50)
     with pytest.raises(ValueError, match=r"\(n, m\)"):
         ntk.equilibrium_gram(lambda x: x.sum(1), X)
 
 
 def test_a_non_contracting_deq_raises_instead_of_returning_a_wrong_kernel():
     X = torch.randn(3, D, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    model = ntk.WideTanhDEQ(D, 8, sigma_w=5.0, max_iter=50, dtype=torch.float64,
+    model = ntk.WideTanhDEQ(D, 8, sigma_w=5.0, dtype=torch.float64,
+                            solver=Picard(tol=1e-12, max_iter=50, strict=True),
                             generator=torch.Generator().manual_seed(4))
     with pytest.raises(ConvergenceError):
         ntk.implicit_ntk(model, X)

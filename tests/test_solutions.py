@@ -307,7 +307,7 @@ def test_ch04_exercise_2_without_the_bound_the_solves_cost_more(ch04_runs):
     assert max(free["J_radius_max"]) < 1
     assert 2 * sum(free["forward_unconverged"]) < sum(free["forward_solves"][1:])  # "most"
     for a, b in zip(free["forward_steps"][1:], bounded["forward_steps"][1:]):
-        assert a >= 1.4 * b, (a, b)
+        assert a >= 1.3 * b, (a, b)
     # "some solves hit the limit of 100 steps" is said of the recorded run only: whether one
     # does is chaotic (float32 training without a contraction), so it is not asserted here.
     assert sum(bounded["forward_unconverged"]) + sum(bounded["backward_unconverged"]) == 0

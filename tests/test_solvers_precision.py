@@ -124,13 +124,36 @@ def test_bfloat16_autocast_above_its_floor_converges():
 
 def test_a_slow_steady_solve_is_never_called_stalled():
     # Picard at factor 0.995 makes a new smallest residual every step; in 5000 steps its
-    # relative residual falls to about 6e-14, far below √eps of float64 (1.5e-8) where the stall
-    # test applies, but still above round-off: it must run to max_iter
+    # relative residual falls to about 6e-14, far below the floor where the stall test applies
+    # (2.2e-13 in float64), but still above round-off: it must run to max_iter
     f = lambda z: 0.995 * z + 1
     with pytest.warns(ConvergenceWarning, match="max_iter=5000"):
         r = deqlib.solve(f, torch.zeros(2, 3, dtype=torch.float64), method="picard",
                          tol=1e-30, max_iter=5000)
     assert not r.stalled and r.steps == 5000 and r.residuals[-1] < 1e-12
+
+
+def test_broyden_pausing_above_float64_round_off_is_not_called_stalled():
+    # on the pinned reference problem Broyden makes no new minimum for 57 steps after reaching
+    # 5.9e-9 (below √eps of float64, 1.5e-8), then converges; the stall test, with a floor at
+    # √eps, stopped it there as stalled=True at step 264
+    p = deqlib.reference_tanh_problem(0.99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        r = deqlib.solve(p.f, p.z0(), method="broyden", tol=1e-10, max_iter=2000)
+    assert r.converged and not r.stalled, r
+    assert max(r.final_residual.tolist()) <= 1e-10
+    plain = deqlib.solve(p.f, p.z0(), method="broyden", tol=1e-10, max_iter=2000, stall=None)
+    assert r.steps == plain.steps          # the stall test changed nothing in this solve
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_below_its_floor_still_stops_early_naming_float32(method):
+    # the case the stall test exists for, in float32: tol 1e-10 is below its round-off
+    p = deqlib.reference_tanh_problem(0.99, dtype=torch.float32)
+    with pytest.warns(ConvergenceWarning, match=r"round-off of float32.*tol >= 1e-0[567]"):
+        r = deqlib.solve(p.f, p.z0(), method=method, tol=1e-10, max_iter=5000)
+    assert r.stalled and not r.converged and r.steps < 1000, r
 
 
 def test_nan_from_f_at_the_first_step_is_blamed_on_f_and_its_inputs():
@@ -175,3 +198,10 @@ def test_nan_from_f_read_every_few_steps_names_f_and_the_first_step():
     with pytest.raises(FloatingPointError, match=r"picard: f returned NaN or Inf at step 3 "
                                                  r"\(found at step 10, check_every=10\)"):
         deqlib.solve(f, torch.zeros(2, 3), method="picard", check_every=10, max_iter=50)
+
+
+def test_a_map_returning_meta_tensors_is_named():
+    # hostile review N-CU-solve-meta, the f side: parameters left on 'meta'
+    b = torch.zeros(3, device="meta")
+    with pytest.raises(TypeError, match=r"f returned a tensor on the meta device.*to_empty"):
+        deqlib.solve(lambda z: torch.zeros_like(z, device="meta") + b, torch.zeros(2, 3))

@@ -33,7 +33,7 @@ def exercise_3(widths=(4, 8, 16, 64), seeds=(0, 1, 2), eta=0.2, steps=60, every=
     """
     import math
 
-    from deqlib import ntk
+    from deqlib import Picard, ntk
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # as the chapter; restored below
@@ -45,7 +45,8 @@ def exercise_3(widths=(4, 8, 16, 64), seeds=(0, 1, 2), eta=0.2, steps=60, every=
         for m in widths:
             ratios = []
             for seed in seeds:
-                model = ntk.WideTanhDEQ(16, m, tol=1e-10,
+                model = ntk.WideTanhDEQ(16, m, solver=Picard(tol=1e-10, max_iter=500,
+                                                             strict=True),
                                         generator=torch.Generator().manual_seed(seed))
                 lam, vec = torch.linalg.eigh(ntk.implicit_ntk(model, X))
                 with torch.no_grad():

@@ -49,16 +49,18 @@ residual is still above its first value, ρ is larger than the plain relative re
 exceeds 10⁴·√(s₀r₀) (e.g. z ↦ 2z + 1); in absolute mode, when the largest residual exceeds
 10⁴ times the largest s₀. The solve stops there.
 
-*Stalled*: a residual cannot fall below the round-off of the dtype ``f`` computes in (about
-its machine epsilon times the map's amplification). When the largest ρ has made no new
-minimum in ``stall`` steps (default 30; ``stall=None`` turns this off, e.g. to run exactly
-``max_iter`` steps) while that minimum is at most √eps of that dtype, the solve stops and
+*Stalled*: a residual cannot fall below the round-off of the dtype ``f`` computes in (a
+few times its machine epsilon). When the largest ρ has made no new minimum in ``stall``
+steps (default 30; ``stall=None`` turns this off, e.g. to run exactly ``max_iter`` steps)
+while that minimum is at most min(√eps, 1000 eps) of that dtype (float64 2.2e-13, float32
+1.2e-4, bfloat16 8.8e-2), the solve stops and
 says which precision limits it and what tol it can meet (``stalled=True``). That dtype is
 z's, or under ``torch.autocast`` the autocast dtype (bfloat16: eps 7.8e-3), since f's output
 may be float32 after a bfloat16 product. A tol below the floor is thus reported once, in
 words that name the precision, after about 30 wasted steps instead of ``max_iter``; it is
 never met by quietly loosening it. A slow but steady solve makes a new minimum every step
-and is never stopped by this test.
+and is never stopped by this test; nor is a non-monotone one (Anderson, Broyden) that pauses
+above the floor (the floor is tied to eps, not √eps, for that reason).
 
 *Per sample*: the samples are independent systems. A sample that has met the tolerance is
 no longer moved by Anderson's mixing or Broyden's secant steps (at round-off its residuals

@@ -18,7 +18,15 @@ from torch import Tensor
 
 from .. import validate
 from .result import SolverResult
-from .rule import _STALL_STEPS, _empty, _Map, _Rule, check_start
+from .rule import (
+    _STALL_STEPS,
+    _empty,
+    _Map,
+    _Rule,
+    check_start,
+    running_transforms,
+    torch_func_error,
+)
 
 
 def _checked_options(cls):
@@ -97,6 +105,8 @@ class Solver:
 
     def __call__(self, f: Callable[[Tensor], Tensor], z0: Tensor) -> SolverResult:
         """Find z = f(z) from ``z0`` (shape ``(batch, ...)``, float32 or float64)."""
+        if "vmap" in (running_transforms() or ()):   # torch.func.grad runs (unrolled)
+            raise torch_func_error(f"deqlib's {self.method} solver", "torch.func.vmap")
         check_start(f, z0)
         if len(z0) == 0:   # an empty batch: nothing to solve
             return _empty(z0, self.tol, self.stop, self.method)

@@ -13,6 +13,29 @@ from .. import validate
 from .result import ConvergenceError, ConvergenceWarning, SolverResult, warn_at_caller
 
 
+def running_transforms() -> list[str] | None:
+    """The torch.func transforms running now, outermost first (``["vmap", "grad"]``), read
+    from torch's (private) interpreter stack; None where this torch has no such function."""
+    stack = getattr(getattr(torch._C, "_functorch", None), "get_interpreter_stack", None)
+    if stack is None:
+        return None
+    return [level.key().name.lower() for level in (stack() or ())]
+
+
+def torch_func_error(owner: str, transform: str, cause: str = "") -> RuntimeError:
+    """The error of ``owner`` run inside the torch.func ``transform`` it cannot follow,
+    written once for the solvers, the DEQ layers and the DELM. ``cause`` names the
+    data-dependent decision (default: the solvers' stopping test)."""
+    cause = cause or ("the solve stops when a residual is small, a data-dependent decision "
+                      "(read on the host)")
+    return RuntimeError(
+        f"{owner} cannot run inside {transform}: {cause}, which torch.func transforms cannot "
+        "trace. Use torch.autograd.grad or .backward() for gradients (and "
+        "torch.autograd.functional.jacobian for Jacobians), and instead of vmap pass the "
+        "batch as the leading dimension: deqlib batches it already (every sample is solved "
+        "as its own system).")
+
+
 def check_start(f, z0) -> None:
     """Refuse an f that is not callable and a z0 the solvers cannot iterate from."""
     validate.function("f", f, "f(z), a map from z to a tensor of z's shape")
@@ -22,6 +45,12 @@ def check_start(f, z0) -> None:
     if z0.dim() < 1:
         raise ValueError("z0 must have a leading batch dimension, shape (batch, ...); "
                          "got a 0-d tensor (use z0.reshape(1) for one scalar system)")
+    if z0.device.type == "meta":
+        raise ValueError(
+            "z0 is on the meta device: it has a shape but no values, and a solve reads the "
+            "residual's value at every step. Create z0 on a real device (torch.zeros(shape, "
+            "device='cpu' or 'cuda')), e.g. after model.to_empty(device=...) and "
+            "initialising the parameters of a model built on 'meta'.")
     if z0.dtype not in (torch.float32, torch.float64):
         if z0.dtype in (torch.float16, torch.bfloat16):
             raise TypeError(
@@ -70,6 +99,12 @@ class _Map:
             raise ValueError(f"{self.method}: f must return a tensor of z's shape "
                              f"{tuple(self.shape)}; got {got} at step {step}")
         if fz.dtype != self.dtype or fz.device != self.device:
+            if fz.device.type == "meta":
+                raise TypeError(
+                    f"{self.method}: f returned a tensor on the meta device (shape only, no "
+                    f"values) for z on {self.device} at step {step}: f holds parameters or "
+                    "buffers on 'meta'. Materialise them first (module.to_empty(device=...) "
+                    "and initialise them, or load a state_dict with assign=True).")
             if not fz.is_floating_point() or fz.device != self.device:
                 raise TypeError(
                     f"{self.method}: f returned a {fz.dtype} tensor on {fz.device} for a "
@@ -82,8 +117,21 @@ class _Map:
 
 
 _CONTINUE, _CONVERGED, _DIVERGED, _NONFINITE, _STALLED = 0, 1, 2, 3, 4
-#: stalled: no new smallest residual in this many steps, while at most √eps of f's precision
+#: stalled: no new smallest residual in this many steps, while at the round-off floor of f's
+#: precision (:func:`stall_floor`)
 _STALL_STEPS = 30
+#: the floor is min(√eps, _FLOOR_EPS · eps): round-off residuals of the tanh maps of the scan
+#: and the reference problem sit at 0.03-6 eps in float64, float32 and bfloat16, so 1000 eps
+#: leaves a margin of about 100; √eps alone (1.5e-8 in float64) stopped Broyden on a
+#: non-monotone stretch at 6e-9 of a solve that converges to 1e-10 (tests/test_solvers_precision)
+_FLOOR_EPS = 1e3
+
+
+def stall_floor(dtype: torch.dtype) -> float:
+    """The largest residual the stall test treats as round-off of ``dtype``: min(√eps, 1000 eps)
+    (float64 2.2e-13, float32 1.2e-4, bfloat16 and float16 √eps: 8.8e-2 and 3.1e-2)."""
+    eps = torch.finfo(dtype).eps
+    return min(math.sqrt(eps), _FLOOR_EPS * eps)
 _RHO_DIVERGED = 1e8   # relative mode: ρ > 1e8 ⇔ r > 1e4·√(s₀r₀) (see the module docstring)
 _ABS_GROWTH = 1e4     # absolute mode: the largest r beyond 1e4 × the largest s₀
 
@@ -104,8 +152,10 @@ class _Rule:
     def stalled(self) -> bool:
         """No new smallest residual in ``stall`` steps, at round-off of f's precision.
 
-        A residual cannot fall below what the dtype f computes in resolves (about its eps
-        times the map's amplification): there the solver can only shuffle round-off. Only the
+        A residual cannot fall below what the dtype f computes in resolves (a few times its
+        eps): there the solver can only shuffle round-off. The floor (:func:`stall_floor`) is
+        tied to eps, not √eps: Anderson and Broyden are not monotone, and above the floor a
+        stretch of 30 steps without a new minimum is progress still to come. Only the
         "no new minimum" test is made against the trace, so a slow but steady solve (Picard at
         a factor 0.999 makes a new minimum every step) is never stopped by it.
         """
@@ -116,7 +166,7 @@ class _Rule:
         if self.stall_steps is None or len(trace) - self.best_step < self.stall_steps:
             return False
         computes_in = self.fmap.computes_in if self.fmap is not None else torch.float64
-        return self.best <= math.sqrt(torch.finfo(computes_in).eps)
+        return self.best <= stall_floor(computes_in)
 
     def start(self, z0: Tensor, fz0: Tensor) -> Tensor:
         """Fix s₀ and r₀ from the first step (checking that norms do not overflow); its ρ."""
