@@ -386,7 +386,7 @@ def test_the_driver_records_what_it_is_asked_every_k_steps():
     def record(s):
         seen.append(s.k)
         assert torch.equal(s.W, T.end_to_end(*s.params, 0.8, 1e-6))
-        return {"P_min": T.torch.linalg.eigvalsh(T.preconditioner(*s.params, 0.8, 1e-6))[0].item(),
+        return {"P_min": torch.linalg.eigvalsh(T.preconditioner(*s.params, 0.8, 1e-6))[0].item(),
                 "gA": s.grads[0].norm().item()}
 
     run = T.gradient_descent((A, B), Phi, Y, eta=1e-3, steps=10, record_every=4, record=record)
