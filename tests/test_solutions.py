@@ -305,6 +305,10 @@ def test_ch04_exercise_2_without_the_bound_the_solves_cost_more(ch04_runs):
     assert free["W_norm"][0] > 1 and min(free["W_norm"][1:]) > 1.5
     assert max(free["J_norm"][1:]) > 0.95 and max(bounded["J_norm"]) <= 0.9
     assert max(free["J_radius_max"]) < 1
+    from deqlib.monitor import predicted_picard_steps
+    assert deqlib.Anderson().max_iter == 100  # "100 steps by default"
+    assert max(free["J_radius_max"]) > 0.95  # "exceeds 0.95", "more than 200 steps":
+    assert predicted_picard_steps(max(free["J_radius_max"]), 1e-4) > 200
     assert 2 * sum(free["forward_unconverged"]) < sum(free["forward_solves"][1:])  # "most"
     for a, b in zip(free["forward_steps"][1:], bounded["forward_steps"][1:]):
         assert a >= 1.3 * b, (a, b)
@@ -326,6 +330,10 @@ def test_ch04_exercise_3_a_tighter_tolerance_costs_a_few_steps_and_no_accuracy(c
     for a, b in zip(tight["test_acc"], loose["test_acc"]):
         assert abs(a - b) <= 0.005
     assert round(ch04.extra_picard_steps(0.5), 1) == 6.6
+    # "9 to 13 at ρ = 0.6 to 0.7", where the largest ρ(J) lies: "between 0.55 and 0.75"
+    assert round(ch04.extra_picard_steps(0.6)) == 9 and round(ch04.extra_picard_steps(0.7)) == 13
+    radii = loose["J_radius_max"][1:]
+    assert 0.55 <= min(radii) and max(radii) <= 0.75
     assert ch04.extra_picard_steps(0.5) == pytest.approx(
         predicted_picard_steps(0.5, 1e-6) - predicted_picard_steps(0.5, 1e-4))
 

@@ -14,3 +14,21 @@ def lambda_plus_min(M, rtol=1e-10):
 def b_channel(U, k):
     """𝒥 with vec(dB U) = 𝒥 vec(dB): eq-toolbox-vec with A = I_k, X = dB and B = U (row-major)."""
     return torch.kron(torch.eye(k), U.T.contiguous())  # I_k ⊗ Uᵀ
+
+
+def kkt_multiplier(grad, H, Q, radius):
+    """ν > 0 with ‖v(ν)‖_Q = radius, v(ν) = −(H + νQ)⁻¹g, by bisection.
+
+    For H ⪰ 0, ‖v(ν)‖_Q falls as ν grows; the Newton step must lie outside the region.
+    """
+    def size(nu):
+        v = -torch.linalg.solve(H + nu * Q, grad)
+        return (v @ Q @ v).sqrt().item()
+
+    low, high = 0.0, 1.0
+    while size(high) > radius:           # double until the step fits: ν lies in [low, high]
+        low, high = high, 2 * high
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if size(mid) > radius else (low, mid)
+    return (low + high) / 2
