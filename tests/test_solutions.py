@@ -279,6 +279,12 @@ def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one():
     assert round((radius_9 / radius_1) ** 2, 2) == 1.26, radius_9 / radius_1
     check.close((radius_9 / radius_1) ** 2, 9 * (1 - 0.9 * r) / (1 - 0.1 * r), tol=1e-9)
     assert f"{radius_1:.2f}" == "13.85" and f"{radius_9:.2f}" == "15.54", (radius_1, radius_9)
+    # not monotone: Δ² ∝ f(1 − fr) peaks at f = 1/(2r) ≈ 0.52, where Δ ≈ 23.4
+    f_peak = 1 / (2 * r)
+    assert round(f_peak, 2) == 0.52, f_peak
+    radius_peak = ((f_peak / lam_max) * gPg * (1 - f_peak * r)).sqrt().item()
+    assert f"{radius_peak:.1f}" == "23.4", radius_peak
+    assert radius_peak > max(radius_1, radius_9) + 5                # rises, then falls
 
 
 @pytest.fixture(scope="module")
