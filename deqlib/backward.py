@@ -6,8 +6,8 @@
 * :class:`OneStep`   Jacobian-free backprop (Fung et al., 2022): (I − J)⁻¹ replaced by I.
 
 A name is shorthand for the default object (``backward="unrolled"`` is ``Unrolled()``). This
-module also says, once, where the layers' removed scalar keywords went
-(:func:`refuse_moved`).
+module also says, once, where the layers' removed scalar keywords went (``refuse_moved``, an
+internal helper).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ Options (``tol``, ``beta``, ``lam``, ...) accept Python and numpy numbers.
 **Autograd.** The solvers run under the caller's autograd mode: under ``torch.no_grad()``
 they keep no graph (the DEQ forward) and run their in-place iteration; with grad enabled and
 an ``f`` whose output requires grad they keep the graph of every step (unrolled backprop),
-running the out-of-place iteration of :mod:`deqlib.solvers.reference`, which computes the same
+running the out-of-place iteration of ``deqlib/solvers/reference.py``, which computes the same
 iterates bit for bit.
 
 **Warnings** point at the user's line, also through :func:`solve`, a DEQ layer or a

@@ -34,16 +34,16 @@ class Anderson(Solver):
 
     .. math::
 
-        \begin{pmatrix} H + \lambda\,\mathrm{diag}(H) & 1 \\ 1^\top & 0 \end{pmatrix}
-        \begin{pmatrix} \alpha \\ \mu \end{pmatrix} =
+        \begin{pmatrix} \Gamma + \lambda\,\mathrm{diag}(\Gamma) & 1 \\ 1^\top & 0 \end{pmatrix}
+        \begin{pmatrix} \alpha \\ \omega \end{pmatrix} =
         \begin{pmatrix} 0 \\ 1 \end{pmatrix},
 
-    with H the Gram matrix ⟨g_i, g_j⟩ / r₀² (r₀ the first residual, so that its entries are
-    O(1)). The regularisation λ diag(H) is relative to each residual's own size (a tiny
-    absolute floor keeps the system regular when a residual is exactly 0). A mixing step adds
-    to H the rows of the residuals stored since the last mixing step (one batched product)
-    and mixes (one more); the steps between only store f(z) and g. The histories hold
-    2 × p × batch × size numbers.
+    with Γ the Gram matrix ⟨g_i, g_j⟩ / r₀² (r₀ the first residual, so that its entries are
+    O(1)) and ω the multiplier of Σα = 1 (chapter 2's letters). The regularisation λ diag(Γ) is
+    relative to each residual's own size (a tiny absolute floor keeps the system regular when a
+    residual is exactly 0). A mixing step adds to Γ the rows of the residuals stored since the
+    last mixing step (one batched product) and mixes (one more); the steps between only store
+    f(z) and g. The histories hold 2 × p × batch × size numbers.
 
     Defaults: p = 12, mixing every ⌈p/2⌉ = 6 steps, λ = 1e-4, the fastest settings on the
     pinned reference problems; mixing every step costs a small solve per step and saves few
@@ -56,7 +56,7 @@ class Anderson(Solver):
         memory: p, how many past steps to mix (≥ 1; 1 is Picard with damping β).
         mix_every: mix every this many steps, 1 ≤ mix_every ≤ memory (default ⌈p/2⌉).
         beta: mixing (damping) parameter in (0, 1], applied on mixing steps.
-        lam: λ ≥ 0, the Tikhonov regularisation relative to each diagonal entry of H.
+        lam: λ ≥ 0, the Tikhonov regularisation relative to each diagonal entry of Γ.
 
     Example::
 

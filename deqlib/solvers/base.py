@@ -3,8 +3,8 @@
 :class:`Solver` holds the options of the stopping rule, common to Picard, Anderson and
 Broyden (so that an option added here is an option of all three), checks them once when the
 object is made, and runs a solve: the checks of f and z0, the first step, then the solver's
-iteration, ``Solver._fast`` (in place, no graph) or ``Solver._reference`` (out of
-place, for a graph through the iterations), and the verdict.
+iteration (in place when no graph is kept; out of place, in the short reference form, when
+autograd must run through the iterations), and the verdict.
 """
 
 from __future__ import annotations
