@@ -259,7 +259,7 @@ def _fake(model, loss, seed, accs, losses_, s_norms=None, gamma=0.8):
             "epochs": len(rows) - 1, "gamma": gamma, "diverged": False, "history": rows}
 
 
-def test_summary_table_and_seed_spread_give_the_numbers():
+def test_summary_table_gives_the_numbers():
     records = [_fake("delm", "square", s, [0.1, a], [1.0, tl], [0.08, sT])
                for s, a, tl, sT in ((0, 0.80, 0.30, 0.1), (1, 0.82, 0.32, 0.2),
                                     (2, 0.84, 0.34, 0.3))]
@@ -273,13 +273,6 @@ def test_summary_table_and_seed_spread_give_the_numbers():
     assert rows["linear"]["S0"] is None and rows["delm"]["epoch_time_s"] == pytest.approx(0.5)
     text = experiments.summary_text(records).splitlines()
     assert "82.0 ± 2.0" in text[1] and "0.0800 → 0.2000" in text[1] and "71.0 ± 1.0" in text[2]
-    spread = experiments.seed_spread(records, "delm", "linear", loss="square")
-    assert spread["differences"] == pytest.approx([0.10, 0.11, 0.12])
-    assert spread["exceeds"], spread              # 0.11 > 0.02 + 0.01
-    close = [_fake("linear", "square", s, [0.1, a], [1.0, 0.5]) for s, a in
-             ((0, 0.79), (1, 0.83), (2, 0.85))]
-    assert not experiments.seed_spread(records[:3] + close, "delm", "linear",
-                                       loss="square")["exceeds"]
 
 
 def test_figures_are_drawn_on_their_own_figure_without_global_state(tmp_path):

@@ -47,7 +47,7 @@ from .catalog import MODEL_LABELS, MODELS, delm_spectra, make_model
 from .cli import main
 from .figures import plot_curves, plot_gd_gap, plot_S_norm
 from .gd_gap import gd_loss_gap, run_gd_gaps
-from .reports import seed_spread, summary_table, summary_text, write_summary
+from .reports import summary_table, summary_text, write_summary
 from .runner import run_experiment, run_full_datasets
 from .store import CorruptRunWarning, load_runs, run_key, run_settings
 from .tuning import paper_comparison, tune_learning_rates
@@ -60,6 +60,6 @@ __all__ = [
     "MODELS", "MODEL_LABELS", "FULL_DATASETS", "CorruptRunWarning", "make_model", "delm_spectra",
     "run_settings", "run_key", "run_experiment", "load_runs", "tune_learning_rates",
     "gd_loss_gap", "run_gd_gaps", "paper_comparison", "run_full_datasets", "summary_table",
-    "summary_text", "seed_spread", "write_summary", "plot_curves", "plot_S_norm", "plot_gd_gap",
+    "summary_text", "write_summary", "plot_curves", "plot_S_norm", "plot_gd_gap",
     "main",
 ]

@@ -79,30 +79,6 @@ def summary_text(records: Iterable[dict], *, times: bool = False) -> str:
     return "\n".join(lines)
 
 
-def seed_spread(records: Iterable[dict], a: str, b: str, *, loss: str,
-                metric: str = "test_acc") -> dict:
-    """Does model ``a`` differ from model ``b`` by more than the seed-to-seed spread?
-
-    Compares the last epoch's ``metric``, paired by seed (the same seed gives the DELM and the
-    linear model the same W₀). ``exceeds`` is True when every paired difference has the same
-    sign and the absolute mean difference is larger than the sum of the two models' std over seeds.
-    """
-    records = _finished(records)
-    by_seed = {m: {r["seed"]: r["history"][-1][metric] for r in records
-                   if r["model"] == m and r["loss"] == loss} for m in (a, b)}
-    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
-    if not seeds:
-        raise ValueError(f"no seed has finished runs of both {a!r} and {b!r} on loss={loss!r}")
-    diffs = [by_seed[a][s] - by_seed[b][s] for s in seeds]
-    mean_a, std_a = _mean_std([by_seed[a][s] for s in seeds])
-    mean_b, std_b = _mean_std([by_seed[b][s] for s in seeds])
-    mean = statistics.fmean(diffs)
-    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
-    return {"seeds": seeds, "differences": diffs, "mean_difference": mean,
-            "std_a": std_a, "std_b": std_b,
-            "exceeds": bool(same_sign and abs(mean) > std_a + std_b)}
-
-
 def write_summary(records: list[dict], out: str | Path, *, figure: bool = True) -> None:
     """``out/summary.csv`` (the last epoch of every run) and, with ``figure``,
     ``out/summary.png`` (:func:`plot_curves` of the test accuracy), drawn on its own Figure."""
