@@ -25,6 +25,11 @@ class Implicit:
     """The implicit backward: solve u = Jᵀu + g with ``solver`` (None: the forward solver).
 
     Example: ``DEQ(f, backward=Implicit(solver=Picard(tol=1e-8)))``.
+
+    Args:
+        solver: the solver of the adjoint equation u = Jᵀu + g, an object of
+            :mod:`deqlib.solvers` or a name for its defaults (``"picard"`` is ``Picard()``);
+            ``None``: the forward solver, with its options.
     """
 
     solver: Solver | None = None
@@ -56,7 +61,18 @@ _BACKWARDS = {cls.mode: cls for cls in (Implicit, Unrolled, OneStep)}
 
 
 def as_backward(backward) -> Implicit | Unrolled | OneStep:
-    """A backward object from an object or a name (``"unrolled"`` is ``Unrolled()``)."""
+    """A backward object from an object or a name (``"unrolled"`` is ``Unrolled()``).
+
+    Args:
+        backward: an :class:`Implicit`, :class:`Unrolled` or :class:`OneStep` object (returned
+            as it is), or one of the names ``"implicit"``, ``"unrolled"``, ``"one_step"``.
+
+    Returns:
+        The backward object.
+
+    Raises:
+        ValueError: anything else.
+    """
     if isinstance(backward, (Implicit, Unrolled, OneStep)):
         return backward
     if isinstance(backward, str) and backward in _BACKWARDS:

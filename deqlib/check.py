@@ -80,8 +80,17 @@ def relative_difference(actual: Any, expected: Any) -> tuple[float, str]:
     """``(difference, kind)``: ‖actual − expected‖ / ‖expected‖ and "relative", or, when
     ‖expected‖ = 0, ‖actual − expected‖ and "absolute". NaN anywhere gives NaN.
 
-    Raises ValueError when the shapes differ (for tuples of tensors: their lengths or the
-    shape of any pair).
+    Args:
+        actual: a tensor (any device, with or without grad), a number, an array, or a tuple or
+            list of tensors (compared as one vector of all their entries).
+        expected: the reference value, of the same shape as ``actual``.
+
+    Returns:
+        ``(difference, kind)``, a float and ``"relative"`` or ``"absolute"``.
+
+    Raises:
+        ValueError: the shapes differ (for tuples of tensors: their lengths or the shape of
+            any pair).
     """
     if _is_tensor_sequence(actual) or _is_tensor_sequence(expected):
         shapes = (
@@ -142,7 +151,10 @@ def close(actual: Any, expected: Any, *, tol: float, what: str = "") -> None:
         actual: a tensor (any device, with or without grad), a number or an array.
         expected: the reference value, of the same shape as ``actual``.
         tol: the largest difference accepted (keyword-only, so it is always visible).
-        what: a few words naming the comparison.
+        what: a few words naming the comparison, printed first (nothing when empty).
+
+    Raises:
+        AssertionError: the difference is above ``tol`` (or NaN).
     """
     tol = _check_tol(tol)
     diff, kind = relative_difference(actual, expected)
@@ -208,6 +220,17 @@ def at_most(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> Non
     ``rtol`` lets the value exceed the bound by ``rtol·|bound|`` (floating-point rounding of an
     inequality that holds with equality). The margin is value/bound when both are ≥ 0 (> 0 for
     the bound), else bound − value.
+
+    Args:
+        value: a number or a tensor (any device), the quantity to bound.
+        bound: its upper bound: a number, or a tensor that broadcasts against ``value``.
+        what: a few words naming the quantity, printed first (nothing when empty).
+        rtol: the relative slack; 0 (the default) demands value ≤ bound exactly.
+
+    Raises:
+        AssertionError: an entry of ``value`` exceeds its bound (by more than
+            ``rtol·|bound|``), or a NaN.
+        ValueError: ``value`` is empty, or it and ``bound`` do not broadcast.
     """
     _inequality(value, bound, rtol=rtol, what=what, sign=1)
 
@@ -215,7 +238,19 @@ def at_most(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> Non
 def at_least(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> None:
     """Print ``"<what>: 2.5 ≥ 1 (ratio 2.5)"``; raise AssertionError if value < bound.
 
-    The mirror of :func:`at_most`.
+    The mirror of :func:`at_most`: ``rtol`` lets the value fall short of the bound by
+    ``rtol·|bound|``.
+
+    Args:
+        value: a number or a tensor (any device), the quantity to bound from below.
+        bound: its lower bound: a number, or a tensor that broadcasts against ``value``.
+        what: a few words naming the quantity, printed first (nothing when empty).
+        rtol: the relative slack; 0 (the default) demands value ≥ bound exactly.
+
+    Raises:
+        AssertionError: an entry of ``value`` is below its bound (by more than
+            ``rtol·|bound|``), or a NaN.
+        ValueError: ``value`` is empty, or it and ``bound`` do not broadcast.
     """
     _inequality(value, bound, rtol=rtol, what=what, sign=-1)
 
@@ -276,6 +311,12 @@ def book_solution(chapter: str, name: str) -> Callable:
     Args:
         chapter: the module of ``deqlib.solutions``, e.g. ``"ch04"``.
         name: the function's name in it, e.g. ``"tanh_jacobian"``.
+
+    Returns:
+        The solution function.
+
+    Raises:
+        ValueError: no such chapter module, or no such function in it.
     """
     if not isinstance(chapter, str) or not isinstance(name, str):
         raise TypeError(f"chapter and name must be strings such as 'ch04' and 'tanh_jacobian'; "
@@ -313,6 +354,18 @@ def exercise(fn: Callable, *args: Any, expected: Any, tol: float = 1e-6,
     a wrong answer, so a notebook runs top to bottom before the exercises are done; any other
     exception from ``fn`` is the reader's bug and propagates. Non-numeric results (strings, …)
     are compared with ``==``.
+
+    Args:
+        fn: the reader's function (a stub raises NotImplementedError).
+        *args: the positional arguments ``fn`` is called with.
+        expected: the right answer: a number, a tensor, an array, or a tuple of tensors
+            (keyword-only).
+        tol: the largest relative difference (absolute when ``expected`` is 0) accepted as
+            right, see :func:`relative_difference`.
+        solution: the chapter module of the book's solution, e.g. ``"ch04"``
+            (:func:`book_solution` finds the function of ``fn``'s name there); ``None``: no
+            fallback, a stub is returned as it is.
+        **kwargs: the keyword arguments ``fn`` is called with.
 
     Returns:
         ``fn``, or the book's solution while ``fn`` is a stub and ``solution`` is given.

@@ -194,13 +194,31 @@ def sigma(A: Tensor, delta: float) -> Tensor:
 
     Symmetric positive semi-definite, with ‖σ(A)‖₂ < 1 and σ(cA) ≈ σ(A) (scale-invariant
     up to δ). Its exact form is the book's reconstruction (see the module docstring).
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``, float32 or float64 (m is the width).
+        delta: δ > 0, added to ‖AᵀA‖_F so that σ(0) = 0 is defined; small (the book uses
+            1e-6), so that σ(A) is close to the scale-invariant AᵀA/‖AᵀA‖_F.
+
+    Returns:
+        σ(A), ``(m, m)``, A's dtype and device; differentiable in A.
     """
     _check_dtype("A", A)
     return _sigma(*_gram(A), _check_delta(delta))
 
 
 def equilibrium_weight(A: Tensor, gamma: float, delta: float) -> Tensor:
-    """S = γσ(A), the weight of the equilibrium map z ↦ Sz + φ(x): symmetric PSD, ‖S‖₂ < γ."""
+    """S = γσ(A), the weight of the equilibrium map z ↦ Sz + φ(x): symmetric PSD, ‖S‖₂ < γ.
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``, float32 or float64.
+        gamma: γ ∈ (0, 1), the bound on ‖S‖₂ that makes I − S invertible (the equilibrium
+            exists and is unique).
+        delta: δ > 0, as in :func:`sigma`.
+
+    Returns:
+        S, ``(m, m)``, A's dtype and device; differentiable in A.
+    """
     gamma, delta = check_constants(gamma, delta)
     return gamma * sigma(A, delta)
 
@@ -210,6 +228,17 @@ def equilibrium_matrix(A: Tensor, gamma: float, delta: float) -> Tensor:
 
     Symmetric with eigenvalues in [1, 1/(1 − γ)), so s_min(U) ≥ 1 for every A. Formed from
     the Cholesky factor of I − S (differentiable).
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``, float32 or float64.
+        gamma: γ ∈ (0, 1), as in :func:`equilibrium_weight`.
+        delta: δ > 0, as in :func:`sigma`.
+
+    Returns:
+        U, ``(m, m)``, A's dtype and device.
+
+    Raises:
+        FloatingPointError: A holds NaN or Inf (I − S cannot be factorised).
     """
     gamma, delta = check_constants(gamma, delta)
     check_parameters(A)
@@ -221,6 +250,19 @@ def end_to_end(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
 
     One Cholesky factorisation and m_y right-hand sides (U is symmetric: W = (UBᵀ)ᵀ); plain
     autograd differentiates it, which makes it the reference for :func:`delm_gradients`.
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``, float32 or float64 (m is the width, the size
+            of the features φ(x)).
+        B: the DELM's output parameter B, ``(m_y, m)`` (m_y outputs), A's dtype and device.
+        gamma: γ ∈ (0, 1), the bound on ‖S‖₂ (see :func:`equilibrium_weight`).
+        delta: δ > 0, the constant in σ(A) (see :func:`sigma`).
+
+    Returns:
+        W, ``(m_y, m)``, A's dtype and device; differentiable in A and B.
+
+    Raises:
+        FloatingPointError: A holds NaN or Inf (I − S cannot be factorised).
     """
     gamma, delta = check_constants(gamma, delta)
     check_parameters(A, B)
@@ -234,6 +276,9 @@ def delm_map(z: Tensor, S: Tensor, features: Tensor) -> Tensor:
         z: the state, ``(batch, m)``.
         S: ``(m, m)``, from :func:`equilibrium_weight`.
         features: φ(x), ``(batch, m)``.
+
+    Returns:
+        Sz + φ(x), ``(batch, m)``.
     """
     return z @ S + features
 

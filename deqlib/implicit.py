@@ -391,6 +391,9 @@ class DEQ(nn.Module):
         callback: ``callback(result, phase)`` after every solve (default None).
         z_shape: the shape of z without the batch dimension, for when it cannot be inferred
             as the shape of ``f(0, x)``.
+        **removed: no other keyword is accepted. One that moved into the solver or backward
+            object (``tol``, ``max_iter``, ``backward_tol``, …) raises a TypeError that shows
+            the object to write instead.
 
     Shape:
         x: anything f accepts (a tensor, or a tuple of tensors computed once per call, such as
@@ -484,7 +487,18 @@ class DEQ(nn.Module):
     # -- the forward pass
 
     def forward(self, x, z0: Tensor | None = None, *, return_info: bool = False):
-        """Return z* (and a :class:`DEQInfo` when ``return_info=True``)."""
+        """Return z* (and a :class:`DEQInfo` when ``return_info=True``).
+
+        Args:
+            x: the context, passed to f as its second argument: a tensor ``(batch, ...)``, or
+                anything f accepts (a tuple of tensors computed once per call).
+            z0: the forward solve's start, ``(batch, *z_shape)``, float32 or float64;
+                ``None``: zeros (of x's dtype and device, when x is a tensor).
+            return_info: also return the solves' results.
+
+        Returns:
+            z*, ``(batch, *z_shape)``; or ``(z*, info)`` with ``return_info=True``.
+        """
         if _functorch_active():
             raise torch_func_error("DEQ", "a torch.func transform (grad, vjp, jacrev, vmap, ...)")
         z0 = self._start(x) if z0 is None else z0

@@ -128,7 +128,14 @@ class TanhDEQ(nn.Module):
         backward: the backward object, as in :class:`~deqlib.implicit.DEQ` (default
             ``Implicit()``).
         callback: called after each solve, as in :class:`~deqlib.implicit.DEQ`.
-        generator: a ``torch.Generator`` for the initialisation.
+        generator: a ``torch.Generator`` for the initialisation (W_z with entries
+            N(0, 0.25/width), W_x N(0, 1/in_features), b = 0, the readout as ``nn.Linear``'s);
+            ``None``: torch's global generator.
+        dtype: the parameters' dtype (default: torch's default dtype).
+        device: the parameters' device (default: torch's default device).
+        **removed: no other keyword is accepted. One that moved into the solver or backward
+            object (``tol``, ``max_iter``, ``backward_tol``, …) raises a TypeError that shows
+            the object to write instead.
 
     Shape:
         input ``(batch, in_features)``, output ``(batch, out_features or width)``.
@@ -175,7 +182,11 @@ class TanhDEQ(nn.Module):
         return f"in_features={self.in_features}, width={self.width}, max_norm={self.max_norm}"
 
     def effective_W_z(self) -> Tensor:
-        """The W_z the layer uses: rescaled so that ‖W_z‖₂ ≤ max_norm."""
+        """The W_z the layer uses: rescaled so that ‖W_z‖₂ ≤ max_norm.
+
+        Returns:
+            W_z · min(1, max_norm/‖W_z‖₂), ``(width, width)`` (W_z itself without a bound).
+        """
         if self.max_norm is None:
             return self.W_z
         return _bounded(self.W_z, torch.linalg.matrix_norm(self.W_z, ord=2), self.max_norm)
@@ -185,7 +196,15 @@ class TanhDEQ(nn.Module):
         return self.effective_W_z(), x @ self.W_x.T + self.b
 
     def map(self, x: Tensor) -> Callable[[Tensor], Tensor]:
-        """The map z ↦ tanh(W_z z + W_x x + b) for this x (detached: for solvers and plots)."""
+        """The map z ↦ tanh(W_z z + W_x x + b) for this x (detached: for solvers and plots).
+
+        Args:
+            x: the input, ``(batch, in_features)``.
+
+        Returns:
+            f, a function from z ``(batch, width)`` to a tensor of z's shape, with no graph to
+            the parameters.
+        """
         with torch.no_grad():
             context = self._context(x)
         return lambda z: self._map(z, context)
@@ -236,7 +255,14 @@ class ConvDEQ(nn.Module):
             such as ``"picard"`` means that solver's own defaults (``Picard()``).
         backward: the backward object, as in :class:`~deqlib.implicit.DEQ`.
         callback: called after each solve, as in :class:`~deqlib.implicit.DEQ`.
-        generator: a ``torch.Generator`` for the initialisation.
+        generator: a ``torch.Generator`` for the initialisation (K with entries
+            N(0, 1/(k²·channels)), V N(0, 1/(k²·C_in)), b = 0, the readout as
+            ``nn.Linear``'s); ``None``: torch's global generator.
+        dtype: the parameters' dtype (default: torch's default dtype).
+        device: the parameters' device (default: torch's default device).
+        **removed: no other keyword is accepted. One that moved into the solver or backward
+            object (``tol``, ``max_iter``, ``backward_tol``, …) raises a TypeError that shows
+            the object to write instead.
 
     Shape:
         input ``(batch, C_in·H·W)``, output ``(batch, num_classes)``.
@@ -307,12 +333,24 @@ class ConvDEQ(nn.Module):
         )
 
     def lipschitz_bound(self, K: Tensor | None = None) -> Tensor:
-        """k‖K_mat‖₂, an upper bound on the operator 2-norm of z ↦ K ⋆ z (see the class)."""
+        """k‖K_mat‖₂, an upper bound on the operator 2-norm of z ↦ K ⋆ z (see the class).
+
+        Args:
+            K: a kernel ``(channels, channels, k, k)``; ``None``: the layer's own parameter K
+                (not the rescaled one).
+
+        Returns:
+            The bound, a 0-dimensional tensor (differentiable in K).
+        """
         K = self.K if K is None else K
         return self.kernel_size * torch.linalg.matrix_norm(K.reshape(len(K), -1), ord=2)
 
     def effective_K(self) -> Tensor:
-        """The K the layer uses: rescaled so that its convolution's norm is ≤ max_norm."""
+        """The K the layer uses: rescaled so that its convolution's norm is ≤ max_norm.
+
+        Returns:
+            K · min(1, max_norm/(k‖K_mat‖₂)), of K's shape (K itself without a bound).
+        """
         if self.max_norm is None:
             return self.K
         return _bounded(self.K, self.lipschitz_bound(), self.max_norm)
@@ -325,7 +363,15 @@ class ConvDEQ(nn.Module):
 
     def map(self, x: Tensor) -> Callable[[Tensor], Tensor]:
         """The map z ↦ tanh(K ⋆ z + V ⋆ x + b) for this x, on z of shape
-        ``(batch, channels, H, W)`` (detached: for solvers and plots)."""
+        ``(batch, channels, H, W)`` (detached: for solvers and plots).
+
+        Args:
+            x: the images, flattened, ``(batch, C_in·H·W)``.
+
+        Returns:
+            f, a function from z ``(batch, channels, H, W)`` to a tensor of z's shape, with no
+            graph to the parameters.
+        """
         with torch.no_grad():
             context = self._context(x)
         return lambda z: self._map(z, context)
@@ -348,7 +394,16 @@ class ConvDEQ(nn.Module):
 
 @dataclass
 class ReferenceProblem:
-    """The pinned tanh DEQ f(z) = tanh(W_z z + W_x x), batch 64 and width 256 by default."""
+    """The pinned tanh DEQ f(z) = tanh(W_z z + W_x x), batch 64 and width 256 by default.
+
+    Made by :func:`reference_tanh_problem`.
+
+    Attributes:
+        W_z: ``(width, width)``, with spectral radius ``rho``.
+        W_x: ``(width, width)``.
+        x: the inputs, ``(batch, width)``.
+        rho: the spectral radius ρ(W_z), a float in (0, 1).
+    """
 
     W_z: Tensor
     W_x: Tensor
@@ -356,9 +411,18 @@ class ReferenceProblem:
     rho: float
 
     def f(self, z: Tensor) -> Tensor:
+        """The map f(z) = tanh(W_z z + W_x x).
+
+        Args:
+            z: the state, ``(batch, width)``.
+
+        Returns:
+            f(z), of z's shape.
+        """
         return tanh_map(z, self.W_z, self.x @ self.W_x.T)
 
     def z0(self) -> Tensor:
+        """The start of the solves: zeros of x's shape ``(batch, width)``, dtype and device."""
         return torch.zeros_like(self.x)
 
     def to(self, *args, **kwargs) -> ReferenceProblem:
@@ -385,6 +449,18 @@ def reference_tanh_problem(
     W_z = G / max|eig(G)| · rho. Then cast to ``dtype``. ‖W_z‖₂ ≈ 1.9ρ at width 256, so the
     map is not a contraction in the 2-norm; yet the iteration converges: its local rate is the
     spectral radius of J = diag(1 − z*²) W_z at the fixed point, not ‖W_z‖₂.
+
+    Args:
+        rho: ρ(W_z), the spectral radius of W_z, in (0, 1); near 1 the solves are slow
+            (Picard needs many steps), which is what the book's solver comparisons want.
+        batch: the number of inputs (rows of x).
+        width: the size of z and x.
+        dtype: the tensors' dtype (drawn in float64, then cast).
+        device: the tensors' device; ``None``: the CPU.
+
+    Returns:
+        The :class:`ReferenceProblem`: the same tensors for the same arguments, on every
+        machine.
     """
     if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not 0 < rho < 1:
         raise ValueError(f"rho (the spectral radius of W_z) must lie in (0, 1); got rho={rho!r}")

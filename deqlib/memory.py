@@ -28,6 +28,13 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
     references, read while that result is alive): a tensor saved by a branch whose graph was
     freed during ``fn()`` is not kept for backward. (Counting every storage ever packed, by
     its address, would depend on where the allocator put things, and vary from run to run.)
+
+    Args:
+        fn: a function of no arguments that runs the forward pass to measure and returns its
+            output, e.g. ``lambda: layer(x)``; what it returns must hold the graph.
+
+    Returns:
+        The number of bytes, an int.
     """
     validate.function("fn", fn, "fn() with no arguments")
     packed: list = []
@@ -53,7 +60,19 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
 
 
 def cuda_peak_bytes(fn: Callable[[], object], device=None) -> int:
-    """Peak CUDA memory allocated while ``fn()`` runs, above what was allocated before."""
+    """Peak CUDA memory allocated while ``fn()`` runs, above what was allocated before.
+
+    Resets CUDA's peak-memory statistics of ``device`` (a later ``max_memory_allocated``
+    counts from this call).
+
+    Args:
+        fn: a function of no arguments, e.g. ``lambda: layer(x).sum().backward()``.
+        device: the CUDA device to measure (a ``torch.device``, an index or ``"cuda:1"``);
+            ``None``: the current CUDA device.
+
+    Returns:
+        The number of bytes, an int.
+    """
     validate.function("fn", fn, "fn() with no arguments")
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)

@@ -108,8 +108,14 @@ class DeepEquilibriumLinear(nn.Module):
         callback: called as ``callback(result, phase)`` after each solve of the iterative
             path (see :class:`~deqlib.implicit.DEQ`).
         init: ``"gaussian"`` or ``"low_rank"`` (see :meth:`reset_parameters`).
-        generator: optional ``torch.Generator`` for R and the initialisation.
-        dtype: float32 or float64 (half precision and integers are refused).
+        generator: optional ``torch.Generator`` for R and the initialisation (``None``:
+            torch's global generator).
+        dtype: float32 or float64 (half precision and integers are refused); ``None``:
+            torch's default dtype.
+        device: the parameters' device; ``None``: torch's default device.
+        **removed: no other keyword is accepted. One that moved into the solver or backward
+            object (``tol``, ``max_iter``, ``backward_tol``, …) raises a TypeError that shows
+            the object to write instead.
 
     Shape:
         input ``(batch, in_features)``, output ``(batch, out_features)``;
@@ -175,7 +181,7 @@ class DeepEquilibriumLinear(nn.Module):
     def reset_parameters(
         self, *, generator: torch.Generator | None = None, init: str = "gaussian"
     ) -> None:
-        """Draw A and B ~ N(0, 1/m) entrywise; never A = 0, which is a stationary point.
+        """Draw A and B ~ N(0, 1/m) entrywise (m the width); never A = 0, a stationary point.
 
         ``init="gaussian"`` keeps that A: ‖S‖₂ is then small at large m (since σ is
         scale-invariant and a Gaussian AᵀA spreads its spectrum, ‖S‖₂ shrinks like 1/√m),
@@ -183,6 +189,12 @@ class DeepEquilibriumLinear(nn.Module):
         ``init="low_rank"`` replaces A by a rank-one matrix plus 1% of that Gaussian noise:
         AᵀA then has one dominant eigenvalue and ‖S‖₂ is close to γ, so the equilibrium
         matters from the first step. R (the features) is never redrawn.
+
+        Args:
+            generator: a ``torch.Generator`` to draw from; ``None``: torch's global generator.
+            init: ``"gaussian"``: A with entries N(0, 1/m); or ``"low_rank"``:
+                A = uvᵀ + 0.01·G, with u ∈ ℝᵐ of entries N(0, 1/m), v ∈ ℝᵐ of entries N(0, 1)
+                and G the Gaussian A of ``"gaussian"``. B has entries N(0, 1/m) either way.
         """
         if init not in ("gaussian", "low_rank"):
             raise ValueError(f"init must be 'gaussian' or 'low_rank'; got init={init!r}")
@@ -230,7 +242,14 @@ class DeepEquilibriumLinear(nn.Module):
 
     # the quantities of the theory, each differentiable
     def features(self, x: Tensor) -> Tensor:
-        """φ(x): ``x @ R.T`` with a width, else x itself. Shape (batch, m)."""
+        """φ(x): ``x @ R.T`` with a width, else x itself. Shape (batch, m).
+
+        Args:
+            x: the inputs, ``(batch, in_features)``.
+
+        Returns:
+            φ(x), ``(batch, m)`` (samples as rows; the theory's Φ is its transpose).
+        """
         _check_input(x, self.in_features, "DeepEquilibriumLinear", self.A.dtype)
         return x if self.R is None else x @ self.R.T
 
@@ -284,7 +303,17 @@ class DeepEquilibriumLinear(nn.Module):
 class LinearModel(nn.Module):
     """The shallow linear model x ↦ W x (no bias), the DELM's explicit peer.
 
-    Shape: input ``(batch, in_features)``, output ``(batch, out_features)``.
+    Args:
+        in_features: the input dimension.
+        out_features: the output dimension m_y.
+        generator: a ``torch.Generator`` for W's entries, N(0, 1/in_features); ``None``:
+            torch's global generator.
+        dtype: W's dtype; ``None``: torch's default dtype.
+        device: W's device; ``None``: torch's default device.
+
+    Shape:
+        input ``(batch, in_features)``, output ``(batch, out_features)``; W
+        ``(out_features, in_features)``.
     """
 
     def __init__(
@@ -306,7 +335,14 @@ class LinearModel(nn.Module):
 
     @classmethod
     def from_matrix(cls, W: Tensor) -> LinearModel:
-        """A linear model computing x ↦ W x: start it from another model's function."""
+        """A linear model computing x ↦ W x: start it from another model's function.
+
+        Args:
+            W: ``(out_features, in_features)``, copied (W's dtype and device).
+
+        Returns:
+            The :class:`LinearModel`.
+        """
         if W.dim() != 2:
             raise ValueError(
                 f"W must be a matrix (out_features, in_features); got shape {tuple(W.shape)}"
@@ -320,6 +356,7 @@ class LinearModel(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
     def end_to_end(self) -> Tensor:
+        """W itself, ``(out_features, in_features)`` (the parameter, not a copy)."""
         return self.W
 
     def forward(self, x: Tensor) -> Tensor:
@@ -333,6 +370,20 @@ class DeepLinearNetwork(nn.Module):
     Its hypothesis class is the linear maps of rank ≤ width: a width below
     min(in_features, out_features) is a rank bottleneck the DELM does not have.
     Initialisation: W_l ~ N(0, 1/fan_in) entrywise.
+
+    Args:
+        in_features: the input dimension.
+        out_features: the output dimension.
+        depth: the number H of matrices, ≥ 1 (1 is the linear model).
+        width: the size of every hidden layer; ``None``: ``in_features`` (no bottleneck when
+            out_features ≤ in_features).
+        generator: a ``torch.Generator`` for the initialisation; ``None``: torch's global
+            generator.
+        dtype: the weights' dtype; ``None``: torch's default dtype.
+        device: the weights' device; ``None``: torch's default device.
+
+    Shape:
+        input ``(batch, in_features)``, output ``(batch, out_features)``.
     """
 
     def __init__(
@@ -373,6 +424,7 @@ class DeepLinearNetwork(nn.Module):
         )
 
     def end_to_end(self) -> Tensor:
+        """W = W_H ⋯ W_1, ``(out_features, in_features)``: the network is x ↦ Wx."""
         W = self.weights[0]
         for w in self.weights[1:]:
             W = w @ W

@@ -105,6 +105,9 @@ class BookFigure(Figure):
 
     IPython calls ``_repr_png_`` on the object a cell ends with; matplotlib's own Figure only
     gets a PNG formatter once pyplot's inline backend is active, which the book never needs.
+
+    Make one with :func:`figure` or :func:`subplots` (in the book's style); the constructor's
+    arguments (``figsize``, ``dpi``, ``layout``, …) are those of matplotlib's Figure.
     """
 
     def _repr_png_(self) -> bytes:
@@ -112,7 +115,11 @@ class BookFigure(Figure):
 
 
 def style() -> contextlib.AbstractContextManager:
-    """A context in which matplotlib uses the book's style (:data:`STYLE`); restored on exit."""
+    """A context in which matplotlib uses the book's style (:data:`STYLE`); restored on exit.
+
+    Returns:
+        The context manager (``with plot.style(): ...``).
+    """
     return matplotlib.rc_context(STYLE)
 
 
@@ -121,13 +128,26 @@ def color(name: str) -> str | None:
 
     The first word, lower-cased, is looked up in :data:`PALETTE`, so "Anderson (p = 5)" is
     drawn in Anderson's colour.
+
+    Args:
+        name: a series' label, e.g. ``"picard"``, ``"Anderson (p = 5)"``, ``"delm"``.
+
+    Returns:
+        A matplotlib colour string, or ``None`` when the first word has no colour.
     """
     key = str(name).split()[0].lower() if str(name).split() else ""
     return PALETTE.get(key, PALETTE.get(key.replace("-", "_")))
 
 
 def figure(*, figsize: tuple[float, float] | None = None) -> BookFigure:
-    """An empty :class:`BookFigure` in the book's style (constrained layout)."""
+    """An empty :class:`BookFigure` in the book's style (constrained layout).
+
+    Args:
+        figsize: ``(width, height)`` in inches; ``None``: the style's default size.
+
+    Returns:
+        The :class:`BookFigure`.
+    """
     with style():
         return BookFigure(figsize=figsize, layout="constrained")
 
@@ -145,6 +165,20 @@ def subplots(
 
     The default width grows with ``ncols`` (5.5 inches per column from two columns on) so that
     side-by-side panels stay legible at the page's width.
+
+    Args:
+        nrows: the number of rows of axes, ≥ 1.
+        ncols: the number of columns of axes, ≥ 1.
+        figsize: ``(width, height)`` in inches; ``None``: the style's size for one column,
+            5.5 inches per column for more, and 0.8 of the style's height per row for more
+            than one row.
+        sharex: all axes share the x axis.
+        sharey: all axes share the y axis.
+        squeeze: as matplotlib's: one Axes for 1×1, a 1-d array for one row or column;
+            ``False`` always gives a 2-d array.
+
+    Returns:
+        ``(fig, axes)``, a :class:`BookFigure` and its Axes (one, or a numpy array of them).
     """
     nrows = validate.positive_integer("nrows", nrows)    # numpy integers too
     ncols = validate.positive_integer("ncols", ncols)
@@ -217,17 +251,23 @@ def lines(
             Values may be lists, numpy arrays or tensors. A label whose first word is a key of
             :data:`PALETTE` ("anderson", "delm"…) gets the book's colour for it.
         x: x values shared by every series given as ys alone (default 0, 1, 2, …).
+        xlabel: the x axis' label.
+        ylabel: the y axis' label.
+        title: the axes' title.
         xscale: the x axis' scale, "linear", "log" or "symlog".
         yscale: the y axis' scale, "linear", "log" or "symlog".
+        xlim: ``(left, right)`` limits of the x axis; ``None``: matplotlib's.
+        ylim: ``(bottom, top)`` limits of the y axis; ``None``: matplotlib's.
         hlines: horizontal reference lines ``{label: y}``, drawn dotted in grey.
         styles: extra matplotlib options per label, e.g. ``{"bound": {"linestyle": "--"}}``.
         marker: a marker for every series ("o"…), handy for a few points.
         legend: False for none, or a matplotlib location such as "upper right".
         ax: draw on these axes (of a figure from :func:`subplots`) instead of a new figure.
+        figsize: ``(width, height)`` in inches of the new figure (ignored with ``ax``).
 
     Returns:
         The figure the axes belong to (a :class:`BookFigure` unless ``ax`` came from
-        elsewhere): end a cell with it to show it.
+        elsewhere); end a cell with it to show it.
     """
     styles = dict(styles or {})
     with style():
@@ -260,7 +300,16 @@ def lines(
 
 
 def semilogy(data, **options) -> Figure:
-    """:func:`lines` with a logarithmic y axis (residuals, losses, gaps)."""
+    """:func:`lines` with a logarithmic y axis (residuals, losses, gaps).
+
+    Args:
+        data: the series, as in :func:`lines`.
+        **options: any other keyword of :func:`lines` (``x``, ``xlabel``, ``title``,
+            ``hlines``, ``ax``, …) except ``yscale``, which is ``"log"``.
+
+    Returns:
+        The figure, as :func:`lines` returns it.
+    """
     return lines(data, yscale="log", **options)
 
 
@@ -276,6 +325,18 @@ def residual_plot(
 
     Step k of a trace is drawn at x = k (the k-th evaluation of f); the legend gives each
     solver's step count, and ``tol`` is drawn as a dotted line.
+
+    Args:
+        traces: ``{name: residuals}``, one trace per solver, e.g.
+            ``{"anderson": result.residuals}``; a name's first word picks its colour
+            (:func:`color`).
+        tol: the tolerance, drawn as a horizontal dotted line; ``None``: no line.
+        ax: draw on these axes instead of a new figure.
+        title: the axes' title.
+        ylabel: the y axis' label.
+
+    Returns:
+        The figure, as :func:`lines` returns it.
     """
     data = {
         f"{name} ({len(trace)} steps)": (range(1, len(trace) + 1), trace)
@@ -301,7 +362,23 @@ def bars(
     ax=None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """Bar chart of one number per name (accuracy, time, memory…), each bar labelled with it."""
+    """Bar chart of one number per name (accuracy, time, memory…), each bar labelled with it.
+
+    Args:
+        values: ``{name: height}``, in the order to draw; heights are finite real numbers (or
+            one-element tensors). A name's first word picks its colour (:func:`color`).
+        ylabel: the y axis' label.
+        title: the axes' title.
+        yscale: the y axis' scale, "linear" or "log".
+        fmt: the format of the label on each bar, a ``str.format`` pattern such as
+            ``"{:.3g}"`` or ``"{:.1%}"``.
+        ax: draw on these axes instead of a new figure.
+        figsize: ``(width, height)`` in inches of the new figure; ``None``: 1.1 inches per
+            bar plus 1.5 (at least 3) by 3.4.
+
+    Returns:
+        The figure the axes belong to.
+    """
     if not values:
         raise ValueError("bars needs at least one value; got an empty mapping")
     names = list(values)
@@ -334,7 +411,15 @@ def image_grid(
 ) -> Figure:
     """A grid of grayscale images (e.g. digits), shape (n, h, w) or (n, h·w) with h = w.
 
-    ``labels`` (one per image) are written above each image.
+    Args:
+        images: ``(n, h, w)``, or ``(n, h·w)`` for square images; a tensor or an array.
+        labels: one label per image, written above it; ``None``: no labels.
+        ncols: the number of images per row (at most n).
+        cmap: a matplotlib colour map; ``"gray_r"`` draws ink dark on white.
+        size: inches per image.
+
+    Returns:
+        The :class:`BookFigure`.
     """
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
@@ -372,6 +457,13 @@ def figure_png(fig: Figure, *, close: bool = True) -> bytes:
 
     ``close=True`` also releases a figure that pyplot manages (if pyplot is in use at all), so
     that it is not shown a second time at the end of the cell.
+
+    Args:
+        fig: the figure to render.
+        close: also close it in pyplot (when pyplot manages it).
+
+    Returns:
+        The PNG file's bytes.
     """
     buf = io.BytesIO()
     with style():
@@ -388,6 +480,14 @@ def slider_of_images(images: Iterable[bytes], labels: Sequence, *, description: 
     The slider's ``index`` is jslinked (in the browser, no kernel needed) to the
     ``selected_index`` of a ``Stack`` of ``Image`` widgets, so moving it on the rendered
     site swaps the picture exactly as it does in a live notebook.
+
+    Args:
+        images: PNG bytes, one per slider position (e.g. from :func:`figure_png`).
+        labels: the slider's value at each position, one per image (shown as text).
+        description: the slider's caption.
+
+    Returns:
+        An ``ipywidgets.VBox`` holding the slider above the pictures.
     """
     import ipywidgets as w
 

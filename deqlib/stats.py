@@ -60,6 +60,13 @@ def _values(name: str, values) -> list[float]:
 def paired_differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
     """The differences :math:`a_k - b_k`, seed by seed (``a[k]`` and ``b[k]`` share seed k).
 
+    Args:
+        a: model a's results, one real number per seed.
+        b: model b's results on the same seeds, in the same order.
+
+    Returns:
+        The list of the n differences ``a[k] - b[k]``.
+
     Raises:
         TypeError: a value that is not a real number.
         ValueError: NaN or infinite values, no values, or ``a`` and ``b`` of different lengths
@@ -80,6 +87,13 @@ def sign_test(differences: Sequence[float]) -> float:
     Zero differences carry no sign and are dropped (the usual convention); with no non-zero
     difference left the p-value is 1. With :math:`n` non-zero differences, :math:`k` of them
     of the rarer sign, :math:`p = \\min(1, 2\\sum_{i\\le k}\\binom{n}{i}2^{-n})`.
+
+    Args:
+        differences: the paired differences :math:`d_k`, one real number per seed (e.g. from
+            :func:`paired_differences`).
+
+    Returns:
+        The p-value, in (0, 1].
     """
     d = _values("differences", differences)
     positive, negative = sum(x > 0 for x in d), sum(x < 0 for x in d)
@@ -91,7 +105,14 @@ def sign_test(differences: Sequence[float]) -> float:
 
 def smallest_sign_p(n: int) -> float:
     """The smallest p-value the two-sided sign test can give on ``n`` seeds: :math:`2\\cdot2^{-n}`
-    (capped at 1), reached when all ``n`` differences have the same sign."""
+    (capped at 1), reached when all ``n`` differences have the same sign.
+
+    Args:
+        n: the number of seeds (non-zero differences), ≥ 1.
+
+    Returns:
+        The p-value, a float.
+    """
     n = validate.positive_integer("n", n, "the number of seeds")
     return min(1.0, 2 / 2 ** n)
 
@@ -106,6 +127,13 @@ def student_t_cdf(t: float, df: int) -> float:
     :math:`\nu = 1`; :math:`a_0 = 1`, :math:`a_j = a_{j-1}\,2j/(2j+1)`) and
     :math:`\sin\theta\sum_{j=0}^{(\nu-2)/2}b_j\cos^{2j}\theta` for even :math:`\nu`
     (:math:`b_0 = 1`, :math:`b_j = b_{j-1}(2j-1)/(2j)`).
+
+    Args:
+        t: the point, a real number (±∞ allowed).
+        df: the degrees of freedom ν, a positive integer.
+
+    Returns:
+        The probability, in [0, 1].
     """
     t = validate.real("t", t, finite=False)
     df = validate.positive_integer("df", df, "degrees of freedom")
@@ -130,7 +158,15 @@ def student_t_cdf(t: float, df: int) -> float:
 
 def t_quantile(q: float, df: int) -> float:
     """The ``q``-quantile of Student's t with ``df`` degrees of freedom (bisection on
-    :func:`student_t_cdf`, to about 1e-12 relative)."""
+    :func:`student_t_cdf`, to about 1e-12 relative).
+
+    Args:
+        q: the probability, in (0, 1).
+        df: the degrees of freedom, a positive integer.
+
+    Returns:
+        The t with :math:`P(T \\le t) = q`, a float.
+    """
     q = validate.interval("q", q, 0, 1, "a probability", closed=(False, False))
     df = validate.positive_integer("df", df, "degrees of freedom")
     if q < 0.5:
@@ -153,6 +189,13 @@ def t_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float
     """The Student t interval :math:`\\bar d \\pm t_{n-1,(1+c)/2}\\,s_d/\\sqrt n` at level
     :math:`c` = ``level`` for the mean of the differences.
 
+    Args:
+        differences: the paired differences :math:`d_k`, one real number per seed, at least 2.
+        level: the confidence level :math:`c`, in (0, 1); 0.95 gives the 95% interval.
+
+    Returns:
+        ``(low, high)``, the interval's ends (floats).
+
     Raises:
         ValueError: fewer than two differences (no spread to estimate), or ``level`` outside
             (0, 1).
@@ -170,6 +213,11 @@ def t_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float
 
 def paired(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> dict:
     """Everything about the paired differences ``a[k] - b[k]``.
+
+    Args:
+        a: model a's results, one real number per seed.
+        b: model b's results on the same seeds, in the same order.
+        level: the confidence level of the t-interval, in (0, 1).
 
     Returns:
         A dict with ``differences``, ``n``, ``mean`` and ``std`` (of the differences),
@@ -191,7 +239,19 @@ def paired_runs(records: Iterable[dict], a: str, b: str, *, loss: str,
     """:func:`paired` on the last epoch's ``metric`` of stored runs of models ``a`` and ``b``
     (:func:`deqlib.experiments.load_runs` records), paired by seed; diverged runs are left out.
 
-    The result also has ``seeds``, the seeds both models finished, in order.
+    Args:
+        records: the runs, as :func:`deqlib.experiments.load_runs` returns them (dicts with
+            ``model``, ``loss``, ``seed``, ``diverged`` and ``history``).
+        a: the first model's name, e.g. ``"delm"``; the differences are a − b.
+        b: the second model's name, e.g. ``"linear"``.
+        loss: the training loss of the runs to compare, ``"square"`` or ``"cross_entropy"``
+            (required: runs on different losses do not pair).
+        metric: the key of the last epoch's history row to compare, e.g. ``"test_acc"`` or
+            ``"train_loss"``.
+        level: the confidence level of the t-interval, in (0, 1).
+
+    Returns:
+        :func:`paired`'s dict, with ``seeds`` added (the seeds both models finished, in order).
 
     Raises:
         ValueError: fewer than two seeds with finished runs of both models on ``loss``, or a
@@ -219,8 +279,18 @@ def format_paired(result: dict, *, scale: float = 1.0, fmt: str = "+.2f",
     """One line: the mean difference, the interval, the signs, the sign test's p and the verdict,
     e.g. ``+0.32 [-0.05, +0.69]  5+ 0-  p 0.0625  unresolved`` (values times ``scale``).
 
-    ``words`` maps the verdicts ``"a > b"``, ``"a < b"``, ``"unresolved"`` to the words to print
-    (e.g. ``{"a > b": "DELM ahead", ...}``); None prints the verdicts themselves.
+    Args:
+        result: a dict from :func:`paired` or :func:`paired_runs`.
+        scale: multiplies the mean and the interval before printing, e.g. 100 to print an
+            accuracy difference in percentage points (the p-value and counts are not scaled).
+        fmt: the format specification of the three numbers, e.g. ``"+.2f"`` (signed, two
+            decimals).
+        words: maps the verdicts ``"a > b"``, ``"a < b"``, ``"unresolved"`` to the words to
+            print (e.g. ``{"a > b": "DELM ahead", ...}``); ``None`` prints the verdicts
+            themselves.
+
+    Returns:
+        The line, a str (no newline).
     """
     lo, hi = result["interval"]
     verdict = result["verdict"] if words is None else words[result["verdict"]]

@@ -144,7 +144,21 @@ def _solver_class(method) -> type[Solver]:
 
 
 def as_solver(solver, name: str = "solver") -> Solver:
-    """A solver object from an object or a name (``"picard"`` is ``Picard()``)."""
+    """A solver object from an object or a name (``"picard"`` is ``Picard()``).
+
+    Args:
+        solver: a solver object (returned as it is), or ``"picard"``, ``"anderson"`` or
+            ``"broyden"`` for that solver with its defaults.
+        name: the argument's name, used in the error message (e.g.
+            ``"Implicit(solver=...)"``).
+
+    Returns:
+        The solver object.
+
+    Raises:
+        TypeError: ``solver`` is neither a solver object nor a string.
+        ValueError: an unknown name.
+    """
     if isinstance(solver, Solver):
         return solver
     if isinstance(solver, str):
@@ -155,17 +169,51 @@ def as_solver(solver, name: str = "solver") -> Solver:
 
 
 def picard(f: Callable[[Tensor], Tensor], z0: Tensor, **options) -> SolverResult:
-    """``Picard(**options)(f, z0)``: plain fixed-point iteration (see :class:`Picard`)."""
+    """``Picard(**options)(f, z0)``: plain fixed-point iteration (see :class:`Picard`).
+
+    Args:
+        f: the map, from z ``(batch, ...)`` to a tensor of z's shape.
+        z0: the start, ``(batch, ...)``, float32 or float64.
+        **options: the options of :class:`Picard` (keyword only): those every solver shares,
+            as in :class:`~deqlib.solvers.base.Solver` (``tol``, ``max_iter``, ``stop``,
+            ``strict``, ``check_every``, ``stall``).
+
+    Returns:
+        The :class:`SolverResult`.
+    """
     return Picard(**options)(f, z0)
 
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, **options) -> SolverResult:
-    """``Anderson(**options)(f, z0)``: Anderson acceleration (see :class:`Anderson`)."""
+    """``Anderson(**options)(f, z0)``: Anderson acceleration (see :class:`Anderson`).
+
+    Args:
+        f: the map, from z ``(batch, ...)`` to a tensor of z's shape.
+        z0: the start, ``(batch, ...)``, float32 or float64.
+        **options: the options of :class:`Anderson` (keyword only): those every solver shares,
+            as in :class:`~deqlib.solvers.base.Solver` (``tol``, ``max_iter``, ``stop``,
+            ``strict``, ``check_every``, ``stall``), and its own ``memory``, ``mix_every``,
+            ``beta``, ``lam``.
+
+    Returns:
+        The :class:`SolverResult`.
+    """
     return Anderson(**options)(f, z0)
 
 
 def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, **options) -> SolverResult:
-    """``Broyden(**options)(f, z0)``: Broyden's good method (see :class:`Broyden`)."""
+    """``Broyden(**options)(f, z0)``: Broyden's good method (see :class:`Broyden`).
+
+    Args:
+        f: the map, from z ``(batch, ...)`` to a tensor of z's shape.
+        z0: the start, ``(batch, ...)``, float32 or float64.
+        **options: the options of :class:`Broyden` (keyword only): those every solver shares,
+            as in :class:`~deqlib.solvers.base.Solver` (``tol``, ``max_iter``, ``stop``,
+            ``strict``, ``check_every``, ``stall``), and its own ``memory``.
+
+    Returns:
+        The :class:`SolverResult`.
+    """
     return Broyden(**options)(f, z0)
 
 
@@ -176,5 +224,16 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, method: str = "anderson"
     ``solve(f, z0, method="anderson", **options)`` is ``Anderson(**options)(f, z0)``. An
     option the solver does not accept raises TypeError naming it and listing the valid ones:
     a misspelt option is never silently ignored.
+
+    Args:
+        f: the map, from z ``(batch, ...)`` to a tensor of z's shape.
+        z0: the start, ``(batch, ...)``, float32 or float64.
+        method: the solver's name: ``"picard"`` (:class:`Picard`), ``"anderson"``
+            (:class:`Anderson`) or ``"broyden"`` (:class:`Broyden`).
+        **options: that solver's options (keyword only): those every solver shares, as in
+            :class:`~deqlib.solvers.base.Solver`, and the solver's own.
+
+    Returns:
+        The :class:`SolverResult`.
     """
     return _solver_class(method)(**options)(f, z0)

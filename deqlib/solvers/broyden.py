@@ -17,20 +17,20 @@ __all__ = ["Broyden"]
 class Broyden(Solver):
     r"""Find z = f(z) by Broyden's ("good") quasi-Newton method (Broyden, 1965).
 
-    Solve g(z) = f(z) − z = 0 with an estimate H_k of the inverse Jacobian (∂g/∂z)⁻¹, per
-    sample, started at −I (so the first step is a fixed-point step), and full steps
-    z_{k+1} = z_k − H_k g_k. After a step Δz with change Δg in the residual, the rank-one
-    update
+    Solve g(z) = f(z) − z = 0 with the inverse Ψ_k⁻¹ of an estimate Ψ_k of the Jacobian
+    ∂g/∂z (chapter 2's letters), per sample, started at Ψ_0⁻¹ = −I (so the first step is a
+    fixed-point step), and full steps z_{k+1} = z_k − Ψ_k⁻¹ g_k. After a step Δz with change
+    Δg in the residual, the good Broyden update in its Sherman–Morrison form
 
     .. math::
 
-        H_{k+1} = H_k + \frac{(\Delta z - H_k \Delta g)\, \Delta z^\top H_k}
-                             {\Delta z^\top H_k \Delta g}
+        \Psi_{k+1}^{-1} = \Psi_k^{-1} + \frac{(\Delta z - \Psi_k^{-1} \Delta g)\,
+                             \Delta z^\top \Psi_k^{-1}}{\Delta z^\top \Psi_k^{-1} \Delta g}
 
-    makes H_{k+1} Δg = Δz. H_k is stored as −I + Σ u_i v_iᵀ, the u_i and v_i interleaved in
-    one buffer, so that H_k g and H_kᵀ Δz come from two batched products. A sample with
-    Δzᵀ H_k Δg = 0 (e.g. g constant, as for z ↦ z + 1) skips the update. After ``memory``
-    updates H restarts from −I: a step costs O(memory · size), and dropping only the oldest
+    makes Ψ_{k+1}⁻¹ Δg = Δz. Ψ_k⁻¹ is stored as −I + Σ u_i v_iᵀ, the u_i and v_i interleaved
+    in one buffer, so that Ψ_k⁻¹ g and Ψ_k⁻ᵀ Δz come from two batched products. A sample with
+    Δzᵀ Ψ_k⁻¹ Δg = 0 (e.g. g constant, as for z ↦ z + 1) skips the update. After ``memory``
+    updates Ψ⁻¹ restarts from −I: a step costs O(memory · size), and dropping only the oldest
     pair is not a valid inverse update (the later pairs were computed against it).
     No line search.
 

@@ -37,6 +37,15 @@ def jacobian(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
 
     Row k is the gradient of W's k-th entry, i.e. :func:`~deqlib.functional.delm_gradients`
     with G = E_k (the k-th unit matrix), for all k at once. For small m and m_y only.
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``.
+        B: the DELM's parameter B, ``(m_y, m)``, A's dtype and device.
+        gamma: γ ∈ (0, 1), the bound on ‖S‖₂ (see :func:`~deqlib.functional.equilibrium_weight`).
+        delta: δ > 0, the constant in σ(A) (see :func:`~deqlib.functional.sigma`).
+
+    Returns:
+        J, ``(m_y·m, m² + m_y·m)``, the columns of vec A first, then those of vec B.
     """
     check_parameters(A, B)
     m_y, m = B.shape
@@ -55,6 +64,15 @@ def preconditioner(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
     When m < m_y, λ_min(P) = s_min(U)² exactly: rank B ≤ m < m_y gives v ≠ 0 with Bᵀv = 0;
     with u the bottom eigenvector of U, V = vuᵀ makes M = γUᵀBᵀVUᵀ = 0, so the A-channel
     vanishes on vec(V) while the B-channel maps it to s_min(U)² vec(V).
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``.
+        B: the DELM's parameter B, ``(m_y, m)``, A's dtype and device.
+        gamma: γ ∈ (0, 1), the bound on ‖S‖₂ (see :func:`~deqlib.functional.equilibrium_weight`).
+        delta: δ > 0, the constant in σ(A) (see :func:`~deqlib.functional.sigma`).
+
+    Returns:
+        P, ``(m_y·m, m_y·m)``, symmetric with P ⪰ I.
     """
     J = jacobian(A, B, gamma, delta)
     return J @ J.T
@@ -67,6 +85,24 @@ class FlowRecord:
     ``gap`` is L − ℒ*; ``grad_W_sq`` is ‖∇ℒ(W_t)‖² (so ``grad_W_sq / (2 gap)`` measures the
     PL constant along the run); ``bound`` is (L_0 − ℒ*)·exp(−2μ ∫₀ᵗ λ_min(P_s) ds);
     ``bound_s_min`` uses s_min(U_s)² ≤ λ_min(P_s) instead; ``bound_one`` uses 1 ≤ s_min(U)².
+
+    Attributes:
+        t: the recorded times η·k.
+        loss: L(A_t, B_t) = ℒ(W_t), summed over samples.
+        gap: L(A_t, B_t) − ℒ*.
+        lam_min_P: λ_min(P_t), the smallest eigenvalue of the preconditioner
+            (:func:`preconditioner`).
+        s_min_U_sq: s_min(U_t)² (:func:`~deqlib.theory.s_min_U_squared`).
+        grad_A_sq: ‖∂L/∂A‖_F² at t.
+        grad_B_sq: ‖∂L/∂B‖_F² at t.
+        grad_W_sq: ‖∇ℒ(W_t)‖_F² at t.
+        bound: (L_0 − ℒ*)·exp(−2μ ∫₀ᵗ λ_min(P_s) ds), the theorem's bound on ``gap``.
+        bound_s_min: the same with s_min(U_s)² in place of λ_min(P_s) (weaker).
+        bound_one: the same with 1 in place of λ_min(P_s), i.e. (L_0 − ℒ*)·e^{−2μt} (weakest).
+        optimum: ℒ*, the value the gaps are measured from.
+        mu: μ, the PL constant the bounds use.
+        A: the final A (after the last step).
+        B: the final B.
     """
 
     t: list = field(default_factory=list)
@@ -105,6 +141,14 @@ class Descent:
 
     ``step``, ``t`` (= η·k) and ``loss`` (ℒ before step k, and after the last) have one entry
     per recorded step; ``records`` holds, by name, the values ``record`` returned there.
+
+    Attributes:
+        params: the final parameters: ``(A, B)`` for the DELM, ``(W,)`` for the linear model.
+        W: the final end-to-end matrix, ``(m_y, m)``.
+        step: the recorded step numbers k.
+        t: the recorded times η·k.
+        loss: ℒ at the recorded steps (floats, summed over samples).
+        records: ``{name: [value per recorded step]}``, from ``record``.
     """
 
     params: tuple
@@ -121,6 +165,15 @@ class DescentStep:
 
     ``params`` and ``grads`` are ``(A, B)`` and ``(∂L/∂A, ∂L/∂B)`` for the DELM, ``(W,)`` and
     ``(G,)`` for the linear model; ``W`` is the end-to-end matrix, ``G`` = ∇ℒ(W).
+
+    Attributes:
+        k: the step number (0 at the start).
+        t: the time η·k.
+        W: the end-to-end matrix, ``(m_y, m)``.
+        loss: ℒ(W), a 0-dimensional tensor.
+        G: ∇ℒ(W), ``(m_y, m)``.
+        params: ``(A, B)`` or ``(W,)``.
+        grads: ``(∂L/∂A, ∂L/∂B)`` or ``(G,)``.
     """
 
     k: int
@@ -384,6 +437,18 @@ def linear_gradient_flow(
     """Gradient descent with step η on the linear model's ℒ(W) from W0: (times, losses).
 
     :func:`gradient_descent` on W0.
+
+    Args:
+        W0: the start, ``(m_y, m)``.
+        Phi: the features Φ, ``(m, n)``, as columns (``model.features(X).T``).
+        Y: the targets, ``(m_y, n)`` (one-hot for cross-entropy).
+        eta: the step η > 0, on the loss summed over samples.
+        steps: the number of steps (≥ 0).
+        loss: ``"square"`` or ``"cross_entropy"``.
+        record_every: record every k-th step (and the last).
+
+    Returns:
+        Two lists of floats, the recorded times η·k and ℒ(W) at them.
     """
     run = gradient_descent(W0, Phi, Y, eta=eta, steps=steps, loss=loss,
                            record_every=record_every)
@@ -405,11 +470,23 @@ def delm_gradient_descent(
 ) -> tuple[Tensor, Tensor, list, list]:
     """Plain gradient descent on L(A, B) = ℒ(BU) with the closed-form gradients (any size).
 
-    Phi holds the features as columns (``model.features(X).T``). No P_t is formed; this is
-    :func:`gradient_descent` on (A0, B0).
+    No P_t is formed; this is :func:`gradient_descent` on (A0, B0).
+
+    Args:
+        A0: the start's A, ``(m, m)``.
+        B0: the start's B, ``(m_y, m)``.
+        Phi: the features Φ, ``(m, n)``, as columns (``model.features(X).T``).
+        Y: the targets, ``(m_y, n)`` (one-hot for cross-entropy).
+        gamma: the DELM's γ ∈ (0, 1).
+        delta: the DELM's δ > 0.
+        eta: the step η > 0, on the loss summed over samples.
+        steps: the number of steps (≥ 0).
+        loss: ``"square"`` or ``"cross_entropy"``.
+        record_every: record every k-th step (and the last).
 
     Returns:
-        The final A and B, and the recorded times η·k and losses.
+        A tuple ``(A, B, times, losses)`` of the final A and B, and the recorded times η·k
+        and losses L(A, B) (lists of floats).
     """
     run = gradient_descent((A0, B0), Phi, Y, eta=eta, steps=steps, loss=loss, gamma=gamma,
                            delta=delta, record_every=record_every)

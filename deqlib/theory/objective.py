@@ -54,12 +54,29 @@ def s_min_U_squared(A: Tensor, gamma: float, delta: float) -> Tensor:
     """s_min(U)², U's smallest singular value squared: ≥ 1 for every A.
 
     U is symmetric with eigenvalues in [1, 1/(1 − γ)), so s_min(U) = λ_min(U) ≥ 1.
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``.
+        gamma: γ ∈ (0, 1), the bound on ‖S‖₂ (see :func:`~deqlib.functional.equilibrium_weight`).
+        delta: δ > 0, the constant in σ(A) (see :func:`~deqlib.functional.sigma`).
+
+    Returns:
+        s_min(U)², a 0-dimensional tensor.
     """
     return torch.linalg.svdvals(equilibrium_matrix(A, gamma, delta)).min() ** 2
 
 
 def square_loss(W: Tensor, Phi: Tensor, Y: Tensor) -> Tensor:
-    """ℒ(W) = ‖WΦ − Y‖_F² (a sum over samples)."""
+    """ℒ(W) = ‖WΦ − Y‖_F² (a sum over samples): :func:`shallow_loss` with ``loss="square"``.
+
+    Args:
+        W: the end-to-end weight, ``(m_y, m)``.
+        Phi: the features Φ, ``(m, n)``: one column φ(x_i) per sample (m features, n samples).
+        Y: the targets, ``(m_y, n)``: one column per sample (one-hot for cross-entropy).
+
+    Returns:
+        ℒ(W), a 0-dimensional tensor.
+    """
     return shallow_loss(W, Phi, Y, "square")
 
 
@@ -67,6 +84,14 @@ def optimum_square_loss(Phi: Tensor, Y: Tensor) -> Tensor:
     """ℒ* = min_W ‖WΦ − Y‖_F² = ‖Y(I − Π_Φ)‖_F², Π_Φ the projector on Φ's row space.
 
     With Φ = φ(X)ᵀ this is the least-squares optimum on the features (any width).
+
+    Args:
+        Phi: the features Φ, ``(m, n)``: one column φ(x_i) per sample (m features, n samples).
+        Y: the targets, ``(m_y, n)``: one column per sample (one-hot for cross-entropy).
+
+    Returns:
+        ℒ*, a 0-dimensional tensor (0 when Y is in the row space of Φ, e.g. when m ≥ n and Φ
+        has full column rank).
     """
     _check_data(Phi, Y)
     W_star = torch.linalg.lstsq(Phi.T, Y.T).solution.T
@@ -77,6 +102,17 @@ def pl_constant_square(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
     """μ = 2 λ⁺_min(ΦΦᵀ) for ℒ(W) = ‖WΦ − Y‖_F²: ‖∇ℒ‖² ≥ 2μ(ℒ − ℒ*).
 
     λ⁺_min is the smallest eigenvalue above ``rtol`` · λ_max (default: m · eps).
+
+    Args:
+        Phi: the features Φ, ``(m, n)``, one column per sample.
+        rtol: eigenvalues of ΦΦᵀ at most ``rtol`` · λ_max count as zero (round-off of a rank
+            deficient ΦΦᵀ); ``None``: m times the machine epsilon of Φ's dtype.
+
+    Returns:
+        μ, a 0-dimensional tensor.
+
+    Raises:
+        ValueError: Φ is zero to rounding (no positive eigenvalue, no PL constant).
     """
     if not isinstance(Phi, Tensor) or Phi.dim() != 2 or Phi.numel() == 0:
         got = tuple(Phi.shape) if isinstance(Phi, Tensor) else type(Phi).__name__
@@ -112,7 +148,18 @@ def _check_shallow(W: Tensor, Phi: Tensor, Y: Tensor, loss: str) -> None:
 
 
 def shallow_loss(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Tensor:
-    """ℒ(W) = Σ_i ℓ(Wφ(x_i), y_i): ‖WΦ − Y‖_F² or softmax cross-entropy (Y one-hot columns)."""
+    """ℒ(W) = Σ_i ℓ(Wφ(x_i), y_i): ‖WΦ − Y‖_F² or softmax cross-entropy (Y one-hot columns).
+
+    Args:
+        W: the end-to-end weight, ``(m_y, m)``.
+        Phi: the features Φ, ``(m, n)``: one column φ(x_i) per sample (m features, n samples).
+        Y: the targets, ``(m_y, n)``: one column per sample (one-hot for cross-entropy).
+        loss: ``"square"`` (‖WΦ − Y‖_F²) or ``"cross_entropy"`` (softmax over each column of
+            WΦ; Y one-hot).
+
+    Returns:
+        ℒ(W), a 0-dimensional tensor, summed over the n samples (not a mean).
+    """
     _check_shallow(W, Phi, Y, loss)
     Q = W @ Phi
     if loss == "square":
@@ -121,7 +168,14 @@ def shallow_loss(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Ten
 
 
 def shallow_gradient(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> Tensor:
-    """G = ∇ℒ(W) = RΦᵀ, R = 2(WΦ − Y) (square) or softmax(WΦ) − Y (cross-entropy)."""
+    """G = ∇ℒ(W) = RΦᵀ, R = 2(WΦ − Y) (square) or softmax(WΦ) − Y (cross-entropy).
+
+    Args:
+        W, Phi, Y, loss: as in :func:`shallow_loss`.
+
+    Returns:
+        G, ``(m_y, m)``, W's shape.
+    """
     _check_shallow(W, Phi, Y, loss)
     Q = W @ Phi
     R = 2 * (Q - Y) if loss == "square" else torch.softmax(Q, dim=0) - Y
@@ -132,7 +186,14 @@ def shallow_hessian(W: Tensor, Phi: Tensor, Y: Tensor, loss: str = "square") -> 
     """∇²ℒ(W) as a dense (m_y·m)×(m_y·m) matrix in the row-major vec of W.
 
     Square loss: the constant 2 (I_{m_y} ⊗ ΦΦᵀ). Cross-entropy:
-    Σ_j (diag(p_j) − p_j p_jᵀ) ⊗ φ_j φ_jᵀ with p_j = softmax(Wφ_j).
+    Σ_j (diag(p_j) − p_j p_jᵀ) ⊗ φ_j φ_jᵀ with p_j = softmax(Wφ_j). The square loss's
+    Hessian depends on neither W nor Y.
+
+    Args:
+        W, Phi, Y, loss: as in :func:`shallow_loss`.
+
+    Returns:
+        ∇²ℒ(W), ``(m_y·m, m_y·m)``.
     """
     _check_shallow(W, Phi, Y, loss)
     m_y, m = W.shape
@@ -150,6 +211,19 @@ def optimum_cross_entropy(
 
     The minimum is attained only on non-separable data; on (linearly) separable data the
     infimum 0 is approached as ‖W‖ → ∞ and this raises ValueError.
+
+    Args:
+        Phi: the features Φ, ``(m, n)``, one column per sample.
+        Y: the one-hot targets, ``(m_y, n)``.
+        tol: Newton stops when ‖∇ℒ(W)‖ ≤ ``tol`` · max(1, ℒ(W)).
+        max_iter: the most Newton steps.
+
+    Returns:
+        ℒ*, a 0-dimensional tensor in Φ's dtype (computed in float64).
+
+    Raises:
+        ValueError: the data look linearly separable (no minimiser), or Newton did not reach
+            ``tol`` in ``max_iter`` steps.
     """
     _check_data(Phi, Y)
     tol = validate.positive_real("tol", tol, "Newton's stopping rule on ‖∇ℒ‖")

@@ -105,7 +105,19 @@ def solve_trust_region(
 
 @dataclass
 class TrustRegionCheck:
-    """The model's step against the trust-region Newton step of the shallow model."""
+    """The model's step against the trust-region Newton step of the shallow model.
+
+    Attributes:
+        model_step: the DELM's step ε · d vec(W)/dt = −εP vec(∇ℒ(W)), ``(m_y·m,)``.
+        trust_region_step: the minimiser of the trust-region subproblem, found independently
+            by :func:`solve_trust_region`, ``(m_y·m,)``.
+        multiplier: the KKT multiplier that solve found (the theory says 1).
+        eps: ε, the scale of the step (see :func:`trust_region_check`).
+        radius: Δ = ‖model_step‖_Q, the trust region's radius.
+        q_min_eig: λ_min(Q): Q must be positive definite.
+        kkt_residual: ‖(H + Q)v + ∇ℒ‖ / ‖∇ℒ‖ at v = ``model_step`` (0 when the model's step
+            satisfies the KKT conditions with multiplier 1).
+    """
 
     model_step: Tensor  # ε · d vec(W)/dt = −ε P ∇ℒ
     trust_region_step: Tensor
@@ -117,6 +129,7 @@ class TrustRegionCheck:
 
     @property
     def relative_difference(self) -> float:
+        """‖model_step − trust_region_step‖ / ‖model_step‖ (0 when the two steps agree)."""
         return ((self.model_step - self.trust_region_step).norm() / self.model_step.norm()).item()
 
 
@@ -137,6 +150,20 @@ def trust_region_check(
     Q = ε⁻¹P⁻¹ − H ≻ 0 and radius Δ = ‖ε d vec(W)/dt‖_Q, the minimiser of
     ⟨∇ℒ, v⟩ + ½vᵀHv over ‖v‖_Q ≤ Δ equals ε d vec(W)/dt = −εP∇ℒ (KKT with multiplier 1).
     The minimiser is computed independently by :func:`solve_trust_region`.
+
+    Args:
+        A: the DELM's parameter A, ``(m, m)``.
+        B: the DELM's parameter B, ``(m_y, m)``.
+        Phi: the features Φ, ``(m, n)``, as columns.
+        Y: the targets, ``(m_y, n)`` (one-hot for cross-entropy).
+        gamma: the DELM's γ ∈ (0, 1).
+        delta: the DELM's δ > 0.
+        loss: ``"square"`` or ``"cross_entropy"``.
+        eps_fraction: ε as a fraction of its largest admissible value 1/λ_max(P^{1/2}HP^{1/2}),
+            in (0, 1): below 1, Q = ε⁻¹P⁻¹ − H is positive definite.
+
+    Returns:
+        :class:`TrustRegionCheck`, with the two steps, ε, Δ, λ_min(Q) and the KKT residual.
     """
     eps_fraction = validate.interval("eps_fraction", eps_fraction, 0, 1,
                                      "so that Q is positive definite", closed=(False, False))
