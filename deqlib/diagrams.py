@@ -107,6 +107,9 @@ def weight_tied_stack() -> plot.BookFigure:
     Left: an explicit network whose layers all apply the same map f(·, x) with the same
     weights θ, the input x injected into every layer. Right: as the depth L → ∞ the iterates
     settle at the equilibrium, which a DEQ computes directly by root-finding.
+
+    Returns:
+        The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
     fig, ax = _canvas(100, 34, inches=(9.0, 3.2))
     ax.text(35.5, 32.5, "a weight-tied network of depth L", ha="center", fontsize=11, color=INK)
@@ -155,6 +158,9 @@ def forward_and_adjoint() -> plot.BookFigure:
     Forward: x → solver for z = f(z, x) → z* → loss ℓ. Backward: g = ∂ℓ/∂z* → solver for
     u = Jᵀu + g (J = ∂f/∂z at z*) → u → (∂f/∂θ)ᵀu = ∂ℓ/∂θ. Only z* crosses from the forward to
     the backward pass: no iteration of either solver is stored.
+
+    Returns:
+        The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
     fig, ax = _canvas(100, 40, inches=(9.0, 3.6))
     yf, yb = 30, 9
@@ -235,6 +241,9 @@ def training_step() -> plot.BookFigure:
     (4) the gradient (∂f/∂θ)ᵀu (and the readout's own) goes to the optimizer, which updates θ;
     (5) the next batch starts with the new θ. Steps (1) and (3) are the two solves; the rest is
     an ordinary training loop.
+
+    Returns:
+        The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
     fig, ax = _canvas(100, 44, inches=(9.0, 4.0))
     yf, yb = 33, 11
@@ -275,6 +284,9 @@ def delm_channels() -> plot.BookFigure:
 
     The A-channel: A → σ(A) → S = γσ(A) → U = (I − S)⁻¹ shapes the equilibrium; the B-channel
     reads it out. Together the model computes Wφ(x) with W = BU.
+
+    Returns:
+        The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
     fig, ax = _canvas(100, 40, inches=(9.0, 3.6))
     y = 14
@@ -339,6 +351,9 @@ def proof_at_a_glance() -> plot.BookFigure:
     arrows point from what a step uses to the step. The chapter lists, under the figure, where
     each step is proved. The canvas is 65 units high so that the arc from step 1 to step 3,
     which rises about 6 units above the top row's boxes, stays inside it.
+
+    Returns:
+        The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
     fig, ax = _canvas(100, 65, inches=(9.5, 6.2))
     chapter5, chapter6 = FORWARD, INK
@@ -403,6 +418,9 @@ def trust_region() -> plot.BookFigure:
     The trust-region step (the minimiser of m in the ellipse, computed by
     :func:`deqlib.theory.solve_trust_region`) against the gradient step of the same
     ‖·‖_Q-length, −Δ g / ‖g‖_Q; the model's unconstrained minimiser −H⁻¹g is marked.
+
+    Returns:
+        The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
     from .theory import solve_trust_region  # imported on use: drawing needs no theory
 

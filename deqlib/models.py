@@ -258,11 +258,12 @@ class DeepEquilibriumLinear(nn.Module):
         return F.sigma(self.A, self.delta)
 
     def S(self) -> Tensor:
-        """S = γσ(A): symmetric PSD, ‖S‖₂ < γ."""
+        """S = γσ(A), shape (m, m): symmetric PSD, ‖S‖₂ < γ (differentiable in A)."""
         return F.equilibrium_weight(self.A, self.gamma, self.delta)
 
     def U(self) -> Tensor:
-        """U = (I − S)⁻¹: symmetric, eigenvalues in [1, 1/(1 − γ)). Forms an m×m inverse."""
+        """U = (I − S)⁻¹, shape (m, m): symmetric, eigenvalues in [1, 1/(1 − γ)). Forms the
+        m×m inverse (differentiable in A)."""
         return F.equilibrium_matrix(self.A, self.gamma, self.delta)
 
     def end_to_end(self) -> Tensor:

@@ -123,6 +123,7 @@ def operator_norm(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int =
         z: the points, shape ``(batch, ...)``, usually the equilibria z*.
         iterations: power-iteration steps, ≥ 1.
         seed: seeds the random start vector.
+
     Returns:
         ``(batch,)`` tensor of the estimates, in z's dtype, detached.
     """
@@ -154,6 +155,7 @@ def spectral_radius(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int
         z: the ``(batch, size)`` points where J = ∂f/∂z is taken, as in :func:`operator_norm`.
         iterations: steps k, ≥ 2.
         seed: seeds the random start vector.
+
     Returns:
         ``(batch,)`` tensor of the estimates, in z's dtype, detached.
     """
@@ -176,6 +178,13 @@ def linear_part(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     For a :class:`~deqlib.layers.TanhDEQ`, z ↦ z W_zᵀ with W_z after the rescaling to
     ``max_norm``; for a :class:`~deqlib.layers.ConvDEQ`, z ↦ K ⋆ z with K rescaled likewise.
     Then J = ∂f/∂z = diag(1 − f(z)²) L, which at an equilibrium is diag(1 − z*²) L.
+
+    Args:
+        layer: a :class:`~deqlib.layers.TanhDEQ` or a :class:`~deqlib.layers.ConvDEQ`.
+
+    Returns:
+        L, a function from z (the layer's state shape, with a batch dimension) to a tensor
+        of the same shape, with no graph to the layer's parameters.
 
     Raises:
         TypeError: any other layer (its Jacobian has no such factors).
@@ -245,7 +254,18 @@ class EquilibriumMonitor(SolverStats):
         super().__init__(training_only=validate.boolean("training_only", training_only))
 
     def measure(self, layer: nn.Module) -> dict[str, float]:
-        """‖J‖₂, ρ(J), the Picard count and (for a tanh layer) the factors, at the probe."""
+        """‖J‖₂, ρ(J), the Picard count and (for a tanh layer) the factors, at the probe.
+
+        Args:
+            layer: a DEQ layer with a ``map(x)`` method (:class:`~deqlib.layers.TanhDEQ`,
+                :class:`~deqlib.layers.ConvDEQ`); the probe is moved to its parameters' device
+                and dtype.
+
+        Returns:
+            ``{name: number}``: ``J_norm``, ``J_radius``, ``J_radius_max``, ``probe_steps``,
+            ``picard_steps`` and, for a tanh layer, ``W_norm``, ``W_radius``, ``slope`` (see
+            the class).
+        """
         if not isinstance(layer, nn.Module) or not callable(getattr(layer, "map", None)):
             raise TypeError(f"layer must be a DEQ layer with a map(x) method (deqlib.TanhDEQ, "
                             f"deqlib.ConvDEQ); got {type(layer).__name__}")
@@ -273,7 +293,15 @@ class EquilibriumMonitor(SolverStats):
 
     def epoch(self, layer: nn.Module) -> dict:
         """The row for :func:`deqlib.train.fit`: the solves since the last call, then
-        :meth:`measure` (see the class). Starts the next epoch's count afresh."""
+        :meth:`measure` (see the class). Starts the next epoch's count afresh.
+
+        Args:
+            layer: the model :func:`~deqlib.train.fit` trains, a DEQ layer as in
+                :meth:`measure`.
+
+        Returns:
+            The row, a dict (see the class).
+        """
         per_batch = {f"{phase}_per_batch": list(steps) for phase, steps in self.steps.items()}
         return {**per_batch, **self.pop(), **self.measure(layer)}
 
@@ -283,7 +311,15 @@ class EquilibriumMonitor(SolverStats):
 
 
 def predicted_picard_steps(radius: float, tol: float) -> float:
-    """log(tol)/log(radius): the steps after which radiusᵏ ≤ tol (not rounded)."""
+    """log(tol)/log(radius): the steps after which radiusᵏ ≤ tol (not rounded).
+
+    Args:
+        radius: the contraction factor per step, e.g. ρ(J), in (0, 1).
+        tol: the tolerance to reach, in (0, 1) (a factor by which the error shrinks).
+
+    Returns:
+        The number of steps k, a float.
+    """
     radius = validate.interval("radius", radius, 0, 1, "a contraction factor",
                                closed=(False, False))
     tol = validate.interval("tol", tol, 0, 1, closed=(False, False))

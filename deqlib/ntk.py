@@ -84,8 +84,11 @@ class WideTanhDEQ(nn.Module):
             ``Picard(tol=1e-12, max_iter=500, strict=True)``: a solve that does not converge
             raises, so no kernel is computed from a wrong equilibrium), or a solver's name.
             The ``tol=`` and ``max_iter=`` keywords moved into it.
-        generator: a ``torch.Generator`` for the initialisation.
-        dtype: float32 or float64.
+        generator: a ``torch.Generator`` for the initialisation; ``None``: torch's global
+            generator.
+        dtype: float32 or float64; ``None``: torch's default dtype.
+        **removed: no other keyword is accepted; ``tol=`` or ``max_iter=`` raises a TypeError
+            that shows the solver object to write instead.
 
     Shape:
         input ``(n, d)``, output ``(n,)``; :meth:`features` returns z*, ``(n, m)``.
@@ -122,7 +125,11 @@ class WideTanhDEQ(nn.Module):
                 f"sigma_w={self.sigma_w}, sigma_u={self.sigma_u}")
 
     def weights(self) -> tuple[Tensor, Tensor]:
-        """(W, U) = (σ_w Ŵ/√m, σ_u Û/√d), the matrices the equilibrium uses."""
+        """(W, U) = (σ_w Ŵ/√m, σ_u Û/√d), the matrices the equilibrium uses.
+
+        Returns:
+            ``(W, U)``, shapes ``(m, m)`` and ``(m, d)``, differentiable in Ŵ and Û.
+        """
         return (self.sigma_w / math.sqrt(self.width) * self.W_hat,
                 self.sigma_u / math.sqrt(self.in_features) * self.U_hat)
 
@@ -132,7 +139,14 @@ class WideTanhDEQ(nn.Module):
         return torch.tanh(z @ W.T + injection)
 
     def features(self, x: Tensor) -> Tensor:
-        """z*(x) for each row of x: shape (n, m), differentiable implicitly."""
+        """z*(x) for each row of x: shape (n, m), differentiable implicitly.
+
+        Args:
+            x: the inputs, ``(n, d)``.
+
+        Returns:
+            Z, ``(n, m)``: row i is the equilibrium z*(x_i).
+        """
         _check_X(x, d=self.in_features)
         W, U = self.weights()
         return self.deq((W, x @ U.T), x.new_zeros(x.shape[0], self.width))

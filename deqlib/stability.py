@@ -230,7 +230,10 @@ class MonotoneLinear(nn.Module):
 
         Args:
             v: the injection Ux + b, shape ``(batch, width)``.
-            alpha: the step α > 0.
+            alpha: the step α > 0; ``None``: :meth:`step_size`.
+
+        Returns:
+            The step, a function from z ``(batch, width)`` to a tensor of z's shape.
         """
         if not isinstance(v, Tensor) or v.dim() != 2 or v.shape[1] != self.width:
             got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__

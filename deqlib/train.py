@@ -29,7 +29,11 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    """Seed Python's, NumPy's and torch's generators (all devices).
+
+    Args:
+        seed: a non-negative integer.
+    """
     seed = validate.integer("seed", seed, minimum=0)
     random.seed(seed)
     np.random.seed(seed)
@@ -37,7 +41,15 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device="auto") -> torch.device:
-    """``"auto"``: CUDA, then Apple's MPS, then the CPU; anything else goes to torch.device."""
+    """``"auto"``: CUDA, then Apple's MPS, then the CPU; anything else goes to torch.device.
+
+    Args:
+        device: ``"auto"``, or anything ``torch.device`` accepts (``"cpu"``, ``"cuda:1"``, a
+            ``torch.device``).
+
+    Returns:
+        The ``torch.device``.
+    """
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -55,6 +67,17 @@ def loss_fn(name: str, *, num_classes: int, reduction: str = "mean"
     cross-entropy. ``reduction="sum"`` gives the sum over samples, ℒ = Σ_i ℓ_i, that the
     convergence theory uses; ``"mean"`` gives ℒ / n, with the same minimisers (a step η on
     the mean is a step η / n on the sum).
+
+    Args:
+        name: ``"square"`` or ``"cross_entropy"``.
+        num_classes: the number of classes, the length of onehot(y) (and of the model's
+            output).
+        reduction: ``"mean"`` (ℒ / n, what :func:`fit` trains on) or ``"sum"`` (ℒ, the
+            theory's convention).
+
+    Returns:
+        The loss, a function ``loss(out, y)`` of the outputs ``(batch, num_classes)`` and the
+        integer labels ``(batch,)`` that returns a 0-dimensional tensor.
     """
     name = validate.choice("loss", name, LOSSES)
     reduction = validate.choice("reduction", reduction, ("mean", "sum"))
@@ -70,13 +93,25 @@ def loss_fn(name: str, *, num_classes: int, reduction: str = "mean"
 
 @dataclass
 class History:
-    """Per-epoch record of a run: ``rows[i]`` is a dict for epoch i (0: before training)."""
+    """Per-epoch record of a run: ``rows[i]`` is a dict for epoch i (0: before training).
+
+    Attributes:
+        rows: one dict per recorded epoch, from ``{name: number}`` (see :func:`fit` for the
+            names); ``history[name]`` reads one column, ``history.last`` the last row.
+    """
 
     rows: list[dict] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> list:
         """The column ``key`` over epochs, e.g. ``history["test_acc"]``. A column no row has
-        raises KeyError naming the ones there are (a misspelt key used to give Nones)."""
+        raises KeyError naming the ones there are (a misspelt key used to give Nones).
+
+        Args:
+            key: the column's name, e.g. ``"test_acc"``.
+
+        Returns:
+            One value per row (``None`` in a row without it).
+        """
         if self.rows and not any(key in row for row in self.rows):
             columns = sorted({k for row in self.rows for k in row})
             raise KeyError(f"no column {key!r} in this history; it has {columns}")
@@ -149,10 +184,12 @@ def fit(model: nn.Module, data: Dataset, *, loss: str = "cross_entropy", optimiz
             dict it returns is added to that epoch's row (e.g. ‖S_t‖₂ of a DELM, or a DEQ's
             solver statistics).
         eval_batch_size: rows per forward when the loss and accuracy are evaluated, >= 1.
+
     Returns:
         :class:`History` with, per epoch, ``epoch``, ``train_loss``, ``train_acc``,
         ``test_loss``, ``test_acc`` (losses are means over the set) and ``time``
         (seconds of training so far, evaluation excluded).
+
     Raises:
         ValueError: a bad option (named), or a model whose outputs do not match the classes.
         FloatingPointError: the training loss became NaN or Inf (the step is too large).

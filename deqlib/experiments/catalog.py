@@ -30,6 +30,21 @@ def make_model(name: str, in_features: int, out_features: int, *, seed: int, gam
     Gaussian or a low-rank A₀; ``"linear"``: a linear model started at the Gaussian DELM's
     W₀ = B₀U₀ for the same seed (the same function); ``"deep2"``, ``"deep3"``: deep linear
     networks of that depth and hidden ``width`` (default ``in_features``).
+
+    Args:
+        name: one of ``MODELS``: ``"delm"``, ``"delm_low_rank"``, ``"linear"``, ``"deep2"``,
+            ``"deep3"``.
+        in_features: the input dimension (the DELM's width m: φ is the identity).
+        out_features: the number of outputs (classes).
+        seed: seeds the initialisation (the same seed gives ``"delm"`` and ``"linear"`` the
+            same function W₀).
+        gamma: the DELM's γ (also used to draw the linear model's W₀).
+        delta: the DELM's δ.
+        width: the deep linear networks' hidden width; ``None``: ``in_features`` (ignored by
+            the other models).
+
+    Returns:
+        The model, an ``nn.Module`` in torch's default dtype.
     """
     name = validate.choice("name", name, MODELS)
     g = torch.Generator().manual_seed(validate.integer("seed", seed, minimum=0))
@@ -51,6 +66,12 @@ def delm_spectra(model) -> dict:
 
     S is symmetric PSD, so U = (I − S)⁻¹ has s_min(U) = 1 / (1 − λ_min(S)) and
     ‖U‖₂ = 1 / (1 − λ_max(S)).
+
+    Args:
+        model: any model; only a :class:`~deqlib.models.DeepEquilibriumLinear` has spectra.
+
+    Returns:
+        ``{"S_norm": ‖S‖₂, "s_min_U_sq": s_min(U)², "U_norm": ‖U‖₂}`` (floats), or ``{}``.
     """
     if not isinstance(model, DeepEquilibriumLinear):
         return {}

@@ -45,6 +45,12 @@ def plot_curves(records: Iterable[dict], *, metric: str = "test_acc",
         records: runs from :func:`run_experiment` or :func:`load_runs` (diverged runs are
             left out and counted in the legend).
         metric: a history column: ``test_acc``, ``test_loss``, ``train_loss``, ``train_acc``.
+        models: the models to draw (those with runs in ``records``), in this order;
+            ``None``: every model of ``MODELS`` with runs.
+        spread: the band around the mean, ``"range"`` (min to max over the seeds) or
+            ``"std"`` (± one standard deviation).
+        title: every panel's title; ``None``: the dataset and the panel's loss.
+
     Returns:
         A :class:`deqlib.plot.BookFigure`.
     """
@@ -83,6 +89,14 @@ def plot_S_norm(records: Iterable[dict], *, spread: str = "range"):
     """‖S_t‖₂ per epoch for the DELM runs (each start, each loss), with γ dotted.
 
     A line per (start, loss): the mean over seeds, the seed spread as a band.
+
+    Args:
+        records: runs from :func:`run_experiment` or :func:`load_runs` (runs of other models
+            are ignored).
+        spread: the band, ``"range"`` or ``"std"``, as in :func:`plot_curves`.
+
+    Returns:
+        A :class:`deqlib.plot.BookFigure`.
     """
     records = [r for r in _finished(records) if r["model"] in ("delm", "delm_low_rank")]
     if not records:
@@ -119,6 +133,12 @@ def plot_gd_gap(records: Iterable[dict]):
     Top: the mean training loss of the DELM and of the linear model per step (minus the
     optimum for the square loss, where it is known). Bottom: the gap ℒ_linear − ℒ_DELM
     (above zero: the DELM is ahead), one line per start.
+
+    Args:
+        records: records of :func:`gd_loss_gap` or :func:`run_gd_gaps`.
+
+    Returns:
+        A :class:`deqlib.plot.BookFigure`.
     """
     records = list(records)
     losses = [loss for loss in LOSSES if any(r["loss"] == loss for r in records)]

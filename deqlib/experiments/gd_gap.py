@@ -53,13 +53,33 @@ def gd_loss_gap(*, dataset: str = "mnist10k", loss: str = "square", init: str = 
     function space the DELM takes preconditioned steps, P_t ⪰ I; the gap ℒ_linear(t) −
     ℒ_DELM(t) shows what that does on this data.
 
+    Args:
+        dataset: the dataset's name, as in :func:`deqlib.data.load`.
+        loss: ``"square"`` or ``"cross_entropy"``.
+        init: the DELM's start, ``"gaussian"`` or ``"low_rank"`` (see
+            :meth:`~deqlib.models.DeepEquilibriumLinear.reset_parameters`).
+        lr: the step on the mean training loss.
+        steps: the number of steps.
+        seed: seeds the DELM's initialisation.
+        gamma: the DELM's γ.
+        delta: the DELM's δ.
+        train_size: the training subset's size, as in :func:`deqlib.data.load` (``None``: all).
+        data_seed: the seed that draws the subset.
+        record_every: record ‖S_t‖₂ every this many steps.
+        device: as in :func:`deqlib.train.fit`.
+        root: where the datasets live, as in :func:`deqlib.data.load`.
+        download: fetch a missing dataset.
+        command: the command line to store with the record.
+
     Returns:
         A record holding the settings, ``step`` (0 … steps), ``delm_loss`` and ``linear_loss`` (the
         mean training loss before each step, and after the last), ``S_step`` and ``S_norm``
         (‖S_t‖₂ every ``record_every`` steps), ``optimum`` (min_W ℒ(W)/n for the square loss,
         by least squares; None for the cross-entropy), and provenance.
+
     Raises:
         FloatingPointError: a loss became NaN or Inf (lower ``lr``).
+
     Warns:
         RuntimeWarning: ``lr`` is above gradient descent's stability limit, or the loss rose
         (from :func:`~deqlib.theory.gradient_descent`, with lr in place of η = lr/n).
@@ -150,7 +170,20 @@ def run_gd_gaps(out: str | Path, *, losses: Sequence[str] = LOSSES,
                 command: str | None = None) -> list[dict]:
     """:func:`gd_loss_gap` for every (loss, init) (``lr`` a number or a mapping by loss),
     stored as ``out/gd_<loss>__<init>__<key>.json`` and resumed like the runs: keyed by all
-    settings, a corrupt file named in a :class:`CorruptRunWarning` and rerun."""
+    settings, a corrupt file named in a :class:`CorruptRunWarning` and rerun.
+
+    Args:
+        out: the folder of the records.
+        losses: names from ``deqlib.functional.LOSSES``.
+        inits: the DELM's starts, ``"gaussian"`` and/or ``"low_rank"``.
+        lr: the step, one for all or a mapping loss → step.
+        progress: show a progress bar.
+        steps, seed, dataset, train_size, data_seed: as in :func:`gd_loss_gap`.
+        gamma, delta, record_every, device, root, download, command: as in :func:`gd_loss_gap`.
+
+    Returns:
+        The records, as :func:`gd_loss_gap` returns them, in the order loss, init.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = [(loss, init) for loss in losses for init in inits]

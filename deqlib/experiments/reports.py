@@ -29,6 +29,12 @@ def summary_table(records: Iterable[dict]) -> list[dict]:
     ``test_acc``, ``test_acc_std``, ``train_loss``, ``train_loss_std``, ``test_loss``,
     ``S0``, ``ST`` (‖S‖₂ at the start and the end, DELM only, else None) and ``epoch_time_s``
     (training time per epoch, evaluation excluded).
+
+    Args:
+        records: runs from :func:`run_experiment` or :func:`load_runs`.
+
+    Returns:
+        The rows, dicts with those keys, in the order loss, model.
     """
     records = list(records)
     rows = []
@@ -60,7 +66,15 @@ def summary_table(records: Iterable[dict]) -> list[dict]:
 def summary_text(records: Iterable[dict], *, times: bool = False) -> str:
     """:func:`summary_table` as aligned text: test accuracy (%) mean ± std over the seeds, the
     final training loss, ‖S₀‖₂ → ‖S_T‖₂ for the DELM, and with ``times`` the training time per
-    epoch (left out by default: timings change from run to run)."""
+    epoch (left out by default: timings change from run to run).
+
+    Args:
+        records: runs from :func:`run_experiment` or :func:`load_runs`.
+        times: add the column of training time per epoch.
+
+    Returns:
+        The table, a str of lines.
+    """
     head = (f"{'loss':14}{'model':23}{'lr':>7}{'test acc (%)':>16}{'train loss':>12}"
             f"{'‖S₀‖₂ → ‖S_T‖₂':>19}" + (f"{'s/epoch':>9}" if times else ""))
     lines = [head]
@@ -81,7 +95,13 @@ def summary_text(records: Iterable[dict], *, times: bool = False) -> str:
 
 def write_summary(records: list[dict], out: str | Path, *, figure: bool = True) -> None:
     """``out/summary.csv`` (the last epoch of every run) and, with ``figure``,
-    ``out/summary.png`` (:func:`plot_curves` of the test accuracy), drawn on its own Figure."""
+    ``out/summary.png`` (:func:`plot_curves` of the test accuracy), drawn on its own Figure.
+
+    Args:
+        records: runs from :func:`run_experiment` or :func:`load_runs`.
+        out: the folder to write to.
+        figure: also write ``summary.png``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "loss", "model", "seed", "lr", "epochs", "batch_size", "diverged",

@@ -71,6 +71,7 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
         summary: write ``out/summary.csv`` for these runs (see :func:`write_summary`), and
             with ``figure`` also ``out/summary.png``.
         figure: with ``summary``, also draw ``out/summary.png``.
+
     Returns:
         The records of exactly the requested runs (stored or new), in the order
         loss, model, seed. Each is a dict of its settings (see :func:`run_settings`), ``key``,
@@ -155,6 +156,19 @@ def run_full_datasets(out: str | Path = "results", *, datasets: Sequence[str] = 
     go to ``out/<dataset>``, keyed and resumable as in :func:`run_experiment`, under a
     progress bar. A chapter calls this only behind an explicit flag (``FULL_DATASETS = True``),
     so "Run all" never starts a download by itself.
+
+    Args:
+        out: the parent folder; each dataset's runs go to ``out/<dataset>``.
+        datasets: names from ``FULL_DATASETS``.
+        device: as in :func:`deqlib.train.fit`.
+        allow_cpu: run even without CUDA (hours per dataset on a CPU).
+        root: where torchvision keeps the datasets, as in :func:`deqlib.data.load`.
+        download: let torchvision download a missing dataset.
+        models, losses, seeds, epochs, lr, batch_size: as in :func:`run_experiment`.
+        train_size, test_size, progress, command: as in :func:`run_experiment`.
+
+    Returns:
+        ``{dataset: records}``, the records as :func:`run_experiment` returns them.
 
     Raises:
         RuntimeError: no CUDA device and ``allow_cpu=False``.

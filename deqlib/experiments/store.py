@@ -50,6 +50,18 @@ def run_settings(*, dataset: str, model: str, loss: str, seed: int, lr: float, e
     ``width`` is the deep linear networks' hidden width (None: m); the DELM's width is m.
     ``dtype`` is the floating dtype the run trains in, e.g. ``"float32"`` (None: torch's
     default dtype now, which is what :func:`~deqlib.experiments.run_experiment` trains in).
+
+    Args:
+        dataset, loss, seed, epochs, batch_size: as in :func:`~deqlib.experiments.run_experiment`.
+        train_size, test_size, data_seed: as in :func:`~deqlib.experiments.run_experiment`.
+        gamma, delta, width: as in :func:`~deqlib.experiments.run_experiment`.
+        lr: this run's learning rate.
+        model: the model's name, one of ``MODELS``.
+        optimizer: ``"sgd"`` or ``"adam"``, as in :func:`deqlib.train.fit`.
+        dtype: a floating dtype or its name; ``None``: torch's default dtype.
+
+    Returns:
+        The settings, a dict of JSON values (the model's initialisation included).
     """
     dtype = _dtype_name(dtype)
     model = validate.choice("model", model, MODELS)
@@ -72,7 +84,14 @@ def run_settings(*, dataset: str, model: str, loss: str, seed: int, lr: float, e
 
 
 def run_key(settings: Mapping) -> str:
-    """12 hex digits of the SHA-256 of the settings (sorted, canonical JSON)."""
+    """12 hex digits of the SHA-256 of the settings (sorted, canonical JSON).
+
+    Args:
+        settings: a mapping from :func:`run_settings`.
+
+    Returns:
+        The key, a str of 12 hexadecimal digits.
+    """
     blob = json.dumps(dict(settings), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -265,6 +284,14 @@ def load_runs(out: str | Path, **where) -> list[dict]:
     E.g. ``load_runs("book/results/mnist10k/same_lr", loss="square")``. A file that is not a
     whole run of its own settings (unreadable, a folder, wrong types, NaN, partial, a key that
     is not the hash of its settings) is skipped with a :class:`CorruptRunWarning` naming it.
+
+    Args:
+        out: the output folder of :func:`~deqlib.experiments.run_experiment` (the runs are in
+            ``out/runs``).
+        **where: settings to match, e.g. ``loss="square"``, ``model="delm"``; none: every run.
+
+    Returns:
+        The records, as :func:`~deqlib.experiments.run_experiment` returns them.
     """
     records = []
     for path in sorted((Path(out) / "runs").glob("*.json")):

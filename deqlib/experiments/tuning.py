@@ -33,8 +33,13 @@ def tune_learning_rates(*, lr_grid: Sequence[float] | Mapping[str, Sequence[floa
 
     Args:
         lr_grid: the candidates, or a mapping loss → candidates.
+        models: names from ``MODELS``.
+        losses: names from ``deqlib.functional.LOSSES``.
         seeds: the seeds every candidate is scored on.
-        options: passed to :func:`run_experiment` (dataset, epochs, batch_size, reuse_from…).
+        out: the folder of the tuning runs and of ``learning_rates.json``.
+        **options: passed to :func:`run_experiment` (dataset, epochs, batch_size,
+            reuse_from…).
+
     Returns:
         A dict with the keys ``chosen`` (``"loss/model"`` → lr), ``scores`` (``"loss/model"``
         → {lr → score}), ``seeds`` and ``criterion``, also written to
@@ -88,6 +93,20 @@ def paper_comparison(out: str | Path = "results/mnist10k", *, dataset: str = "mn
     Writes ``out/comparison.json`` (settings, learning rates, wall time of each part, the load
     average seen, the device) and returns it with the records under ``"same_lr_runs"``,
     ``"tuned_runs"`` and ``"gd_gap_runs"``.
+
+    Args:
+        out: the parent folder of the three.
+        dataset, seeds, models, losses, epochs, batch_size: as in :func:`run_experiment`.
+        train_size, test_size, gamma, delta: as in :func:`run_experiment`.
+        device, root, download, progress, command: as in :func:`run_experiment`.
+        lr: the same-rate part's learning rate, one for all or a mapping loss → rate.
+        lr_grid: the tuned part's candidates, as in :func:`tune_learning_rates`.
+        gd_steps: the full-batch gradient-descent steps of the ``gd_gap`` part.
+        gd_lr: their step, one for both losses or a mapping loss → step.
+        gd_record_every: record ‖S_t‖₂ every this many of those steps.
+
+    Returns:
+        The dict written to ``out/comparison.json``, with the three parts' records.
     """
     out = Path(out)
     common = dict(dataset=dataset, epochs=epochs, batch_size=batch_size, device=device,
