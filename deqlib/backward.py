@@ -5,9 +5,9 @@
 * :class:`Unrolled`  backprop through the forward solver's iterations, run with the graph kept;
 * :class:`OneStep`   Jacobian-free backprop (Fung et al., 2022): (I − J)⁻¹ replaced by I.
 
-A name is shorthand for the default object (``backward="unrolled"`` is ``Unrolled()``). This
-module also says, once, where the layers' removed scalar keywords went (``refuse_moved``, an
-internal helper).
+A name is shorthand for the default object (``backward="unrolled"`` is ``Unrolled()``). A
+layer given one of its removed scalar keywords (``tol=``, ``backward_tol=``, …) raises a
+TypeError that shows the solver or backward object to write instead.
 """
 
 from __future__ import annotations

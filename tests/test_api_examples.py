@@ -93,3 +93,93 @@ def test_every_export_of_a_documented_module_is_on_the_page_or_named_internal():
             if f"{module_name}.{name}" not in single | INTERNAL:
                 missing.append(f"{module_name}.{name}")
     assert not missing, f"exported but on no part of api.md: {missing}"
+
+
+# --- every entry on the page documents its parameters
+
+# a Google-style section that names parameters (napoleon renders them as a list)
+SECTION = re.compile(r"^([ \t]*)(Args|Attributes):[ \t]*\n((?:\1[ \t]+\S.*\n|[ \t]*\n)*)", re.M)
+ENTRY = re.compile(r"^\s+(\*{0,2}\w+(?:, \*{0,2}\w+)*)\s*(?:\(.*?\))?:")
+SOLVER_LINK = ":class:`~deqlib.solvers.base.Solver`"
+
+
+def documented_names(doc: str) -> set[str]:
+    """The parameter names listed in a docstring's Args: and Attributes: sections (one entry
+    may name several, "W, Phi, Y, loss: as in ...")."""
+    names = set()
+    for section in SECTION.finditer(doc + "\n"):
+        for line in section.group(3).splitlines():
+            entry = ENTRY.match(line)
+            if entry and len(line) - len(line.lstrip()) == len(section.group(1)) + 4:
+                names |= {n.strip().lstrip("*") for n in entry.group(1).split(",")}
+    return names
+
+
+def test_documented_names_reads_google_style_sections():
+    doc = ("Summary.\n\nArgs:\n    x: the input, ``(batch, m)``.\n    W, Phi: as in f.\n"
+           "        y: not an entry (a continuation line).\n    **options: more.\n\n"
+           "Returns:\n    z: not a parameter.\n")
+    assert documented_names(doc) == {"x", "W", "Phi", "options"}
+
+
+def page_objects() -> list[tuple[str, object]]:
+    """(name, object) of every function, class and method the page's directives document, as
+    autodoc picks them: the listed members (or ``__all__``) less the excluded ones (the
+    directive's ``:exclude-members:`` also applies to its classes' members), what has a
+    docstring of its own, and a class's own public methods that have one."""
+    import importlib
+    import inspect
+
+    found = []                                      # (name, object, names excluded)
+    for name in re.findall(r"^\.\. auto(?:function|exception|class):: (\S+)$", PAGE, re.M):
+        module, _, attr = name.rpartition(".")
+        found.append((name, getattr(importlib.import_module(module), attr), set()))
+    for module_name, options in DIRECTIVE.findall(PAGE):
+        module = importlib.import_module(module_name)
+        listed = re.search(r":members:(.*?)(?=\n\s*:|\Z)", options, re.S)
+        explicit = [n for n in re.split(r"[,\s]+", listed.group(1)) if n] if listed else []
+        excluded = re.search(r":exclude-members:(.*)", options)
+        excluded = {n for n in re.split(r"[,\s]+", excluded.group(1)) if n} if excluded else set()
+        for attr in explicit or getattr(module, "__all__", ()):
+            if attr not in excluded:
+                found.append((f"{module_name}.{attr}", getattr(module, attr), excluded))
+    objects = []
+    for name, obj, excluded in found:
+        # data (PALETTE, LOSSES, ...) and what has no docstring of its own are not rendered
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not obj.__doc__:
+            continue
+        objects.append((name, obj))
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                member = getattr(member, "__func__", member)      # static and class methods
+                # autodoc_inherit_docstrings is off: a forward without its own is not shown
+                if (not attr.startswith("_") and attr not in excluded
+                        and inspect.isfunction(member) and member.__doc__):
+                    objects.append((f"{name}.{attr}", member))
+    return objects
+
+
+def undocumented_parameters(obj) -> list[str]:
+    import inspect
+
+    doc = inspect.getdoc(obj) or ""
+    if inspect.isclass(obj):
+        init = getattr(obj, "__init__", None)
+        if not getattr(init, "__module__", "").startswith("deqlib"):
+            return []                 # a constructor of torch's or matplotlib's (BookFigure)
+    params = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
+    documented = documented_names(doc)
+    if SOLVER_LINK in doc:            # a solver's shared options, documented once, in Solver
+        from deqlib.solvers.base import Solver
+        documented |= documented_names(inspect.getdoc(Solver))
+    return [p for p in params if p not in documented]
+
+
+def test_every_entry_on_the_page_documents_each_of_its_parameters():
+    """The page is rendered from the docstrings: a parameter missing from its function's
+    Args: (or its record's Attributes:) is a parameter the reader cannot look up."""
+    objects = page_objects()
+    assert len(objects) > 150, f"the page's entries were not found: {len(objects)}"
+    missing = {name: params for name, obj in objects if (params := undocumented_parameters(obj))}
+    assert not missing, ("parameters without an entry in Args: (napoleon), by function: "
+                         f"{missing}")
