@@ -238,7 +238,8 @@ def equilibrium_matrix(A: Tensor, gamma: float, delta: float) -> Tensor:
         U, ``(m, m)``, A's dtype and device.
 
     Raises:
-        FloatingPointError: A holds NaN or Inf (I − S cannot be factorised).
+        FloatingPointError: A holds NaN or Inf, or is so large that AᵀA overflows (I − S
+            cannot be factorised).
     """
     gamma, delta = check_constants(gamma, delta)
     check_parameters(A)
@@ -262,7 +263,8 @@ def end_to_end(A: Tensor, B: Tensor, gamma: float, delta: float) -> Tensor:
         W, ``(m_y, m)``, A's dtype and device; differentiable in A and B.
 
     Raises:
-        FloatingPointError: A holds NaN or Inf (I − S cannot be factorised).
+        FloatingPointError: A holds NaN or Inf, or is so large that AᵀA overflows (I − S
+            cannot be factorised).
     """
     gamma, delta = check_constants(gamma, delta)
     check_parameters(A, B)

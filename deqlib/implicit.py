@@ -493,7 +493,9 @@ class DEQ(nn.Module):
             x: the context, passed to f as its second argument: a tensor ``(batch, ...)``, or
                 anything f accepts (a tuple of tensors computed once per call).
             z0: the forward solve's start, ``(batch, *z_shape)``, float32 or float64;
-                ``None``: zeros (of x's dtype and device, when x is a tensor).
+                ``None``: zeros, of shape ``(batch, *z_shape)`` when the layer was given
+                ``z_shape``, else of the shape of f(0, x) (x must then be one floating-point
+                tensor).
             return_info: also return the solves' results.
 
         Returns:

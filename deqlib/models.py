@@ -376,8 +376,8 @@ class DeepLinearNetwork(nn.Module):
         in_features: the input dimension.
         out_features: the output dimension.
         depth: the number H of matrices, ≥ 1 (1 is the linear model).
-        width: the size of every hidden layer; ``None``: ``in_features`` (no bottleneck when
-            out_features ≤ in_features).
+        width: the size of every hidden layer; ``None``: ``in_features`` (then no rank
+            bottleneck).
         generator: a ``torch.Generator`` for the initialisation; ``None``: torch's global
             generator.
         dtype: the weights' dtype; ``None``: torch's default dtype.

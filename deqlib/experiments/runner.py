@@ -161,7 +161,7 @@ def run_full_datasets(out: str | Path = "results", *, datasets: Sequence[str] = 
         out: the parent folder; each dataset's runs go to ``out/<dataset>``.
         datasets: names from ``FULL_DATASETS``.
         device: as in :func:`deqlib.train.fit`.
-        allow_cpu: run even without CUDA (hours per dataset on a CPU).
+        allow_cpu: run even without CUDA (slow: the DELM's step costs O(m³)).
         root: where torchvision keeps the datasets, as in :func:`deqlib.data.load`.
         download: let torchvision download a missing dataset.
         models, losses, seeds, epochs, lr, batch_size: as in :func:`run_experiment`.
