@@ -17,13 +17,14 @@ columns' spreads. This module gives the two classical answers, written without s
   never reach p < 0.05**; six are needed (0.03125).
 * :func:`t_interval`, the Student t confidence interval of the mean difference,
 
-  .. math:: \\bar d \\pm t_{n-1,\\,(1+c)/2}\\, s_d/\\sqrt n,
+  .. math:: \\bar d \\pm t_{n-1,\\,(1+\\mathrm{level})/2}\\, s_d/\\sqrt n,
      \\qquad s_d^2 = \\frac{1}{n-1}\\sum_k (d_k - \\bar d)^2,
 
-  at confidence level :math:`c`. It assumes the differences are independent draws from a
-  normal distribution; with five seeds that cannot be checked, so read it together with the
-  sign test. The t quantile comes from the closed form of Student's distribution for integer
-  degrees of freedom (:func:`student_t_cdf`), inverted by bisection (:func:`t_quantile`).
+  at confidence level ``level`` (0.95 for a 95 % interval). It assumes the differences are
+  independent draws from a normal distribution; with five seeds that cannot be checked, so read
+  it together with the sign test. The t quantile comes from the closed form of Student's
+  distribution for integer degrees of freedom (:func:`student_t_cdf`), inverted by bisection
+  (:func:`t_quantile`).
 
 :func:`paired` combines them; :func:`paired_runs` pairs the last epoch of stored
 :mod:`deqlib.experiments` runs by seed; :func:`format_paired` prints one line.
@@ -186,12 +187,12 @@ def t_quantile(q: float, df: int) -> float:
 
 
 def t_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """The Student t interval :math:`\\bar d \\pm t_{n-1,(1+c)/2}\\,s_d/\\sqrt n` at level
-    :math:`c` = ``level`` for the mean of the differences.
+    """The Student t interval for the mean of the differences at the confidence level ``level``:
+    :math:`\\bar d \\pm t_{n-1,(1+\\mathrm{level})/2}\\,s_d/\\sqrt n`.
 
     Args:
         differences: the paired differences :math:`d_k`, one real number per seed, at least 2.
-        level: the confidence level :math:`c`, in (0, 1); 0.95 gives the 95% interval.
+        level: the confidence level, in (0, 1); 0.95 gives the 95% interval.
 
     Returns:
         ``(low, high)``, the interval's ends (floats).
