@@ -220,6 +220,32 @@ def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
         assert abs((w * (u > 0) * (v > 0)).sum() - degree_0) < 2e-2
 
 
+def test_ch11_exercise_3_with_the_bound_on_the_penalty_still_shortens_the_solves():
+    from deqlib.solutions import ch11
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: idle threads on a shared machine cost 10x
+    try:
+        bound = ch11.exercise_3(taus=(0.0, 0.1, 1.0))
+        free = ch11.exercise_3(taus=(0.0, 0.1), max_norm=None)  # the chapter's two runs
+    finally:
+        torch.set_num_threads(threads)
+
+    def steps(rows):  # mean forward steps over the last three epochs
+        return sum(row["forward_steps"] for row in rows[-3:]) / 3
+
+    # the numbers the answer states, to the digits it states them
+    assert [round(steps(bound[tau])) for tau in (0.0, 0.1, 1.0)] == [17, 7, 4], bound
+    assert [round(steps(free[tau])) for tau in (0.0, 0.1)] == [43, 16], free
+    assert f"{steps(bound[0.1]) / steps(bound[0.0]):.2f}" == "0.42"
+    assert f"{steps(free[0.1]) / steps(free[0.0]):.2f}" == "0.36"
+    assert [f"{bound[tau][-1]['test_acc']:.2f}" for tau in (0.0, 0.1, 1.0)] == [
+        "0.96", "0.95", "0.89"]
+    assert [f"{bound[tau][-1]['jacobian']:.2g}" for tau in (0.0, 0.1)] == ["1.7", "0.16"]
+    assert f"{free[0.0][-1]['jacobian']:.2g}" == "3.8"
+    assert steps(bound[0.1]) < steps(free[0.1])  # "the two together: the shortest solves"
+
+
 def test_ch11_exercise_4_anderson_reaches_the_one_solution_from_every_start():
     from deqlib.solutions import ch11
 

@@ -15,6 +15,64 @@ def forward_backward_step(z, W, v, alpha):
     return torch.relu(z - alpha * (z - z @ W.T - v))  # (I − W)z, row by row
 
 
+def exercise_3(taus=(0.0, 0.1), max_norm=0.9, epochs=6):
+    """The chapter's penalised training with the bound ‖W_z‖₂ ≤ ``max_norm`` back on.
+
+    The loop is the chapter's ``train_penalised`` with two changes: the layer takes
+    ``max_norm``, and the penalty's map uses ``model.effective_W_z()`` (the rescaled weight the
+    layer applies), so that the penalty's gradient reaches ``W_z`` through the bound. Returns
+    ``{tau: rows}``, one row per epoch with the solver statistics of the epoch's training steps
+    and ``test_acc``; the last row also holds ``jacobian``, ‖J‖²_F at the test images'
+    equilibria (exact, averaged over the images).
+    """
+    import torch.nn.functional as F
+
+    import deqlib
+    from deqlib.functional import tanh_map
+    from deqlib.stability import jacobian_penalty
+
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # as the chapter
+    try:
+        data = deqlib.data.load("digits").to(dtype=torch.float64)
+        runs = {}
+        for tau in taus:
+            stats = deqlib.SolverStats(training_only=True)
+            model = deqlib.TanhDEQ(data.in_features, 32, data.num_classes,
+                                   generator=torch.Generator().manual_seed(0),
+                                   solver=deqlib.Picard(tol=1e-4, max_iter=500),
+                                   max_norm=max_norm, callback=stats)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+            order, probes = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+            rows = []
+            for _ in range(epochs):
+                for idx in torch.randperm(len(data.X_train), generator=order).split(64):
+                    x, y = data.X_train[idx], data.y_train[idx]
+                    logits, info = model(x, return_info=True)
+                    loss = F.cross_entropy(logits, y)
+                    if tau:
+                        injection = x @ model.W_x.T + model.b
+                        W = model.effective_W_z()  # the bound, inside the penalty's graph
+
+                        def f(z, W=W, injection=injection):
+                            return tanh_map(z, W, injection)
+
+                        loss = loss + tau * jacobian_penalty(f, info.forward.z, generator=probes)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    logits, info = model(data.X_test, return_info=True)
+                    accuracy = (logits.argmax(dim=1) == data.y_test).float().mean().item()
+                rows.append({**stats.pop(), "test_acc": accuracy})
+            z = info.forward.z
+            rows[-1]["jacobian"] = jacobian_penalty(model.map(data.X_test), z, exact=True).item()
+            runs[tau] = rows
+        return runs
+    finally:
+        torch.set_default_dtype(dtype)
+
+
 def exercise_4(tol=1e-10):
     """Anderson on the plain ReLU equation from the chapter's five starts.
 
