@@ -316,6 +316,7 @@ def delm_channels() -> plot.BookFigure:
     _arrow(ax, a["right"], sig["left"], color=A_CHANNEL)
     _arrow(ax, sig["right"], s["left"], color=A_CHANNEL)
     _arrow(ax, (s["left"][0] + 1, ya - 2.9), eq["top"], color=A_CHANNEL, rad=0.2)
+    ax.text(38, 23.5, "A-channel", fontsize=9.5, color=A_CHANNEL, ha="left", va="center")
     ax.text(
         70,
         ya + 0.8,

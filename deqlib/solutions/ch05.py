@@ -29,3 +29,16 @@ def exercise_2(gamma=0.8, delta=1e-12, seed=0):
         out[name] = (torch.linalg.matrix_norm(S, ord=2).item(),
                      (torch.linalg.matrix_norm(C, ord=2) / torch.linalg.matrix_norm(C)).item())
     return out
+
+
+def gaussian_S_norm(m, seed=0, gamma=0.8, delta=1e-6, iters=300):
+    """‖S‖₂ = γ‖C‖₂/(‖C‖_F + δ) for C = AᵀA, A with N(0, 1/m) entries; ‖C‖₂ by power iteration."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(m, m, generator=g, dtype=torch.float64) / m**0.5
+    C = A.T @ A
+    v = torch.randn(m, generator=g, dtype=torch.float64)
+    for _ in range(iters):  # v tends to C's top eigenvector
+        v = C @ v
+        v = v / v.norm()
+    top = v @ C @ v  # the Rayleigh quotient: ‖C‖₂ from below
+    return (gamma * top / (torch.linalg.matrix_norm(C) + delta)).item()

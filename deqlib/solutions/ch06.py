@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -48,3 +49,26 @@ def exercise_3(A0, B0, Phi, Y, gamma=0.8, delta=1e-6, eta=1e-4, steps=2000):
             "rate_both": math.log(both.gap[1] / both.gap[-1]) / span,
             "rate_B_only": math.log(gaps[1] / gaps[-1]) / span,
             "s_min_U_sq_start_end": (both.s_min_U_sq[0], both.s_min_U_sq[-1])}
+
+
+def stability_threshold(A0, B0, Phi, Y, steps=300, gamma=0.8, lo=1e-4, hi=3e-3, rel=0.01):
+    """The smallest η at which gradient descent's loss rises at some step of the first `steps`.
+
+    A rise counts when it exceeds 1e-9·L_0 (rounding near the optimum does not); a run that
+    blows up counts as rising. Bisection on a log scale between lo (no rise) and hi (a rise),
+    to a relative width `rel`; returns the upper end.
+    """
+    def rises(eta):
+        with warnings.catch_warnings(action="ignore"):  # above its own limit the library warns
+            try:
+                *_, loss = theory.delm_gradient_descent(A0, B0, Phi, Y, gamma=gamma, eta=eta,
+                                                        steps=steps, record_every=1)
+            except FloatingPointError:  # the parameters or the loss overflowed
+                return True
+        return any(b > a + 1e-9 * loss[0] for a, b in zip(loss, loss[1:]))
+
+    assert not rises(lo) and rises(hi), "the threshold is not between lo and hi"
+    while hi / lo > 1 + rel:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if rises(mid) else (mid, hi)
+    return hi
