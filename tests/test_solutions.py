@@ -138,6 +138,36 @@ def test_ch01_exercise_3_both_starts_reach_one_point_where_rho_J_is_below_one():
     assert 0.625 <= rho < 0.635, rho  # "about 0.63"
 
 
+def test_ch01_exercise_4_nonnormal_weight_converges_without_a_contraction():
+    """The answer's claims: ‖W‖₂ = 3, ρ = 0.5; most starts grow at step 1, by up to about 3;
+    starts need steps on both sides of log ε / log ρ ≈ 33; diag(1, 10) gives the factor 2/3."""
+    from deqlib.solutions import ch01
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)  # as in the chapter
+        try:
+            W4, W = ch01.nonnormal_weight(0.5, 3.0, 4), ch01.nonnormal_weight(0.5, 3.0, 2)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    check.close(torch.linalg.matrix_norm(W4, ord=2), 3.0, tol=1e-12)
+    check.close(torch.linalg.eigvals(W4).abs().max(), 0.5, tol=1e-12)
+    scale = torch.diag(torch.tensor([1.0, 10.0], dtype=torch.float64))
+    check.close(torch.linalg.matrix_norm(scale @ W @ scale.inverse(), ord=2), 2 / 3, tol=1e-12)
+    b = torch.ones(2, dtype=torch.float64)
+    z_fix = torch.linalg.solve(torch.eye(2, dtype=torch.float64) - W, b)
+    z = 10 * torch.randn(1000, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    e_0, err = (z - z_fix).norm(dim=1), []
+    for _ in range(100):
+        z = z @ W.T + b
+        err.append((z - z_fix).norm(dim=1) / e_0)
+    err = torch.stack(err)
+    steps = (err <= 1e-10).int().argmax(dim=0) + 1
+    assert (err[-1] <= 1e-10).all()  # converged from every start
+    assert (err[0] > 1).sum() > 500  # "most of the random starts grew"
+    assert 2.9 < err[0].max() <= 3.0 + 1e-12  # "close to that factor", never above ‖W‖₂
+    assert steps.min() < 33 < 34 < steps.max()  # both sides of log ε / log ρ ≈ 33
+
+
 def test_ch02_exercise_3_gram_singular_lambda_fixes_it_and_damping_adds_steps():
     from deqlib.solutions import ch02
 
