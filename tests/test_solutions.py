@@ -185,6 +185,37 @@ def test_ch02_exercise_3_gram_singular_lambda_fixes_it_and_damping_adds_steps():
     assert steps == {1.0: 134, 0.5: 139, 0.2: 145}, steps  # the counts the answer states
 
 
+def test_ch02_exercise_4_restarts_send_the_ratio_back_towards_picards():
+    """The answer's claims on the map of Fig. 2.3: the restarted runs' ratios per step, memory
+    50's between 0.01 and 0.12, and its error at step 13 at the accuracy of z*."""
+    from deqlib.solutions import ch02
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            gen = torch.Generator().manual_seed(0)  # the chapter's map on R^6
+            base = torch.randn(6, 6, generator=gen)
+            base = base @ base.T
+            W = 1.3 * base / torch.linalg.matrix_norm(base, ord=2)
+            x = 0.5 * torch.randn(1, 6, generator=gen)
+            f = lambda z: torch.tanh(z @ W.T + x)
+            z_star = deqlib.picard(f, torch.zeros(1, 6), tol=1e-14, max_iter=500).z
+            z_start = z_star + 0.1 * torch.randn(1, 6, generator=gen)
+            ratio, error = {}, {}
+            for memory in (5, 10, 50):
+                e = torch.stack([(ch02.broyden_restarted(f, z_start, memory, k) - z_star).norm()
+                                 for k in range(14)])
+                ratio[memory], error[memory] = (e[1:] / e[:-1]).tolist(), e.tolist()
+        finally:
+            torch.set_default_dtype(torch.float32)
+    step = lambda memory, k: round(ratio[memory][k - 1], 2)  # ‖e_k‖ / ‖e_{k-1}‖ as printed
+    assert ratio[5][:6] == ratio[10][:6] == ratio[50][:6]  # steps 1-6 agree
+    assert (step(5, 7), step(5, 12), step(10, 12)) == (0.01, 0.04, 0.01)  # good first steps
+    assert (step(5, 8), step(5, 13), step(10, 13)) == (0.53, 0.65, 0.49)  # then back up
+    assert [step(50, k) for k in range(7, 13)] == [0.04, 0.01, 0.05, 0.12, 0.10, 0.06]
+    assert 5e-14 < error[50][13] < 7e-14  # "about 6e-14, the accuracy of z*"
+
+
 def test_ch03_exercise_2_twenty_unrolled_steps_err_by_about_rho_to_the_20():
     from deqlib.solutions import ch03
 
