@@ -102,7 +102,7 @@ def _arrow(ax, start, end, *, color=INK, style="-|>", linestyle="-", rad=0.0, wi
 
 
 def weight_tied_stack() -> plot.BookFigure:
-    """The weight-tied stack z⁰ → f → z¹ → f → … and its limit, the fixed point z* = f(z*, x).
+    """The weight-tied stack z⁽⁰⁾ → f → z⁽¹⁾ → f → … and its limit, the fixed point z* = f(z*, x).
 
     Left: an explicit network whose layers all apply the same map f(·, x) with the same
     weights θ, the input x injected into every layer. Right: as the depth L → ∞ the iterates
@@ -123,7 +123,7 @@ def weight_tied_stack() -> plot.BookFigure:
         style="italic",
     )
     xs = [4, 13, 22, 31, 40, 49, 58, 67]
-    labels = ["$z^{0}$", "f", "$z^{1}$", "f", "$z^{2}$", "$\\cdots$", "f", "$z^{L}$"]
+    labels = ["$z^{(0)}$", "f", "$z^{(1)}$", "f", "$z^{(2)}$", "$\\cdots$", "f", "$z^{(L)}$"]
     y = 22
     for i, (x, label) in enumerate(zip(xs, labels)):
         if label == "f":

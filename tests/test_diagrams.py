@@ -43,7 +43,7 @@ def test_diagram_is_a_book_figure_with_content_and_no_global_state_change(name):
 
 def test_the_diagrams_say_what_the_chapters_need():
     stack = texts(diagrams.weight_tied_stack())
-    assert "$z^{0}$" in stack and "$z^\\star = f(z^\\star, x)$" in stack
+    assert "$z^{(0)}$" in stack and "$z^\\star = f(z^\\star, x)$" in stack
     flow = texts(diagrams.forward_and_adjoint())
     assert "$u = J^\\top u + g$" in flow and "no iteration stored" in flow
     delm = diagrams.delm_channels()

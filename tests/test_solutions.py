@@ -138,6 +138,36 @@ def test_ch01_exercise_3_both_starts_reach_one_point_where_rho_J_is_below_one():
     assert 0.625 <= rho < 0.635, rho  # "about 0.63"
 
 
+def test_ch01_exercise_4_nonnormal_weight_converges_without_a_contraction():
+    """The answer's claims: ‖W‖₂ = 3, ρ = 0.5; most starts grow at step 1, by up to about 3;
+    starts need steps on both sides of log ε / log ρ ≈ 33; diag(1, 10) gives the factor 2/3."""
+    from deqlib.solutions import ch01
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)  # as in the chapter
+        try:
+            W4, W = ch01.nonnormal_weight(0.5, 3.0, 4), ch01.nonnormal_weight(0.5, 3.0, 2)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    check.close(torch.linalg.matrix_norm(W4, ord=2), 3.0, tol=1e-12)
+    check.close(torch.linalg.eigvals(W4).abs().max(), 0.5, tol=1e-12)
+    scale = torch.diag(torch.tensor([1.0, 10.0], dtype=torch.float64))
+    check.close(torch.linalg.matrix_norm(scale @ W @ scale.inverse(), ord=2), 2 / 3, tol=1e-12)
+    b = torch.ones(2, dtype=torch.float64)
+    z_fix = torch.linalg.solve(torch.eye(2, dtype=torch.float64) - W, b)
+    z = 10 * torch.randn(1000, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    e_0, err = (z - z_fix).norm(dim=1), []
+    for _ in range(100):
+        z = z @ W.T + b
+        err.append((z - z_fix).norm(dim=1) / e_0)
+    err = torch.stack(err)
+    steps = (err <= 1e-10).int().argmax(dim=0) + 1
+    assert (err[-1] <= 1e-10).all()  # converged from every start
+    assert (err[0] > 1).sum() > 500  # "most of the random starts grew"
+    assert 2.9 < err[0].max() <= 3.0 + 1e-12  # "close to that factor", never above ‖W‖₂
+    assert steps.min() < 33 < 34 < steps.max()  # both sides of log ε / log ρ ≈ 33
+
+
 def test_ch02_exercise_3_gram_singular_lambda_fixes_it_and_damping_adds_steps():
     from deqlib.solutions import ch02
 
@@ -153,6 +183,37 @@ def test_ch02_exercise_3_gram_singular_lambda_fixes_it_and_damping_adds_steps():
     check.close(alpha.sum(), 1.0, tol=1e-9)
     assert mixed < 1e-3  # "the mixed residual is small"
     assert steps == {1.0: 134, 0.5: 139, 0.2: 145}, steps  # the counts the answer states
+
+
+def test_ch02_exercise_4_restarts_send_the_ratio_back_towards_picards():
+    """The answer's claims on the map of Fig. 2.3: the restarted runs' ratios per step, memory
+    50's between 0.01 and 0.12, and its error at step 13 at the accuracy of z*."""
+    from deqlib.solutions import ch02
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            gen = torch.Generator().manual_seed(0)  # the chapter's map on R^6
+            base = torch.randn(6, 6, generator=gen)
+            base = base @ base.T
+            W = 1.3 * base / torch.linalg.matrix_norm(base, ord=2)
+            x = 0.5 * torch.randn(1, 6, generator=gen)
+            f = lambda z: torch.tanh(z @ W.T + x)
+            z_star = deqlib.picard(f, torch.zeros(1, 6), tol=1e-14, max_iter=500).z
+            z_start = z_star + 0.1 * torch.randn(1, 6, generator=gen)
+            ratio, error = {}, {}
+            for memory in (5, 10, 50):
+                e = torch.stack([(ch02.broyden_restarted(f, z_start, memory, k) - z_star).norm()
+                                 for k in range(14)])
+                ratio[memory], error[memory] = (e[1:] / e[:-1]).tolist(), e.tolist()
+        finally:
+            torch.set_default_dtype(torch.float32)
+    step = lambda memory, k: round(ratio[memory][k - 1], 2)  # ‖e_k‖ / ‖e_{k-1}‖ as printed
+    assert ratio[5][:6] == ratio[10][:6] == ratio[50][:6]  # steps 1-6 agree
+    assert (step(5, 7), step(5, 12), step(10, 12)) == (0.01, 0.04, 0.01)  # good first steps
+    assert (step(5, 8), step(5, 13), step(10, 13)) == (0.53, 0.65, 0.49)  # then back up
+    assert [step(50, k) for k in range(7, 13)] == [0.04, 0.01, 0.05, 0.12, 0.10, 0.06]
+    assert 5e-14 < error[50][13] < 7e-14  # "about 6e-14, the accuracy of z*"
 
 
 def test_ch03_exercise_2_twenty_unrolled_steps_err_by_about_rho_to_the_20():

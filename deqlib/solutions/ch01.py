@@ -34,3 +34,16 @@ def exercise_3(layer, x):
     big = deqlib.solve(f_big, two, method="picard", tol=1e-12, max_iter=2000)
     J_big = (1 - big.z[0] ** 2)[:, None] * W_big
     return big, torch.linalg.eigvals(J_big).abs().max().item()
+
+
+def nonnormal_weight(rho, norm, d):
+    """rho·I (d × d) plus w ≥ 0 in the top-right corner, with w such that ‖W‖₂ = ``norm``.
+
+    Only coordinates 1 and d interact, through the block [[rho, w], [0, rho]]; the others are
+    scaled by rho. The block's singular values σ₁ ≥ σ₂ have σ₁σ₂ = |det| = rho² and
+    σ₁² + σ₂² = 2 rho² + w² (its squared entries): with σ₁ = norm, σ₂ = rho²/norm and
+    w = norm − rho²/norm.
+    """
+    W = rho * torch.eye(d)
+    W[0, d - 1] = norm - rho**2 / norm
+    return W

@@ -34,3 +34,24 @@ def exercise_3(problem, lam=1e-4, betas=(1.0, 0.5, 0.2)):
     steps = {beta: deqlib.solve(problem.f, problem.z0(), method="anderson", beta=beta, tol=1e-6,
                          max_iter=2000).steps for beta in betas}
     return rank, alpha, (alpha @ G5).norm().item(), steps
+
+
+def broyden_restarted(f, z, memory, steps):
+    """The chapter's ``broyden`` for a fixed number of steps, restarting after ``memory`` updates.
+
+    Before the update that would be the (memory + 1)-th, Ψ⁻¹ restarts from −I, as in
+    ``deqlib.broyden``; that update is then made on −I. Returns z after ``steps`` steps.
+    """
+    minus_eye = -torch.eye(z.shape[1]).repeat(len(z), 1, 1)
+    Psi_inv, g, n = minus_eye, f(z) - z, 0  # n: updates since the last (re)start
+    for _ in range(steps):
+        dz = -(Psi_inv @ g[..., None])
+        z = z + dz[..., 0]
+        g_new = f(z) - z
+        dg, g = (g_new - g)[..., None], g_new
+        if n == memory:  # restart: forget every stored update
+            Psi_inv, n = minus_eye, 0
+        dzP = dz.transpose(1, 2) @ Psi_inv
+        Psi_inv = Psi_inv + (dz - Psi_inv @ dg) @ (dzP / (dzP @ dg))
+        n += 1
+    return z
