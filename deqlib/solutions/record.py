@@ -276,13 +276,14 @@ def run_ch06_exercise_3():
 
 def table_ch06_exercise_3(out):
     start, end = out["s_min_U_sq_start_end"]
-    return table(["γ = 0.8, η = 1e-4, 2000 steps", "gap L_t − ℒ* at t = 0.2",
-                  "decay rate, last 3/4 of the run", "s_min(U_t)² start → end"], [
-        ["B alone (U frozen at U_0)", f"{out['gap_B_only']:.1e}", f"{out['rate_B_only']:.0f}",
-         f"{start:.3f} (frozen)"],
-        ["both A and B", f"{out['gap_both']:.1e}", f"{out['rate_both']:.0f}",
-         f"{start:.3f} → {end:.3f}"],
-    ])
+    return ("γ = 0.8, η = 1e-4, 2000 steps; gap: L_t − ℒ* at t = 0.2; rate: the gap's decay rate\n"
+            "over the last three quarters of the run\n\n"
+            + table(["trained", "gap", "rate", "s_min(U_t)² start → end"], [
+                ["B alone (U frozen at U_0)", f"{out['gap_B_only']:.1e}",
+                 f"{out['rate_B_only']:.0f}", f"{start:.3f} (frozen)"],
+                ["both A and B", f"{out['gap_both']:.1e}", f"{out['rate_both']:.0f}",
+                 f"{start:.3f} → {end:.3f}"],
+            ]))
 
 
 def run_ch07_exercise_3():
