@@ -8,7 +8,9 @@
 #   make test-notebooks-generic [NB=...]   the same on another CPU's code path: torch's default
 #                   kernels (no AVX2/AVX-512) and MKL's COMPATIBLE path, as on a non-Intel CPU
 #   make test-notebooks-avx2 [NB=...]      and on AVX2 kernels (no AVX-512) in torch and MKL
-#   make notebooks  re-execute every chapter in place (then commit the outputs)
+#   make notebooks  re-execute every chapter in place, and re-record the solution runs whose
+#                   numbers the exercises' answers quote (python -m deqlib.solutions.record ->
+#                   deqlib/solutions/outputs); then commit the outputs
 #   make bench      run the benchmarks
 PYTHON ?= python3
 VENV   := .venv
@@ -76,6 +78,7 @@ browser: venv
 
 notebooks: venv
 	$(BIN)/python scripts/execute_notebooks.py $(NOTEBOOKS)
+	$(BIN)/python -m deqlib.solutions.record
 
 bench: venv
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
