@@ -302,16 +302,9 @@ def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
         assert abs((w * (u > 0) * (v > 0)).sum() - degree_0) < 2e-2
 
 
-def test_ch11_exercise_3_with_the_bound_on_the_penalty_still_shortens_the_solves():
-    from deqlib.solutions import ch11
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: idle threads on a shared machine cost 10x
-    try:
-        bound = ch11.exercise_3(taus=(0.0, 0.1, 1.0))
-        free = ch11.exercise_3(taus=(0.0, 0.1), max_norm=None)  # the chapter's two runs
-    finally:
-        torch.set_num_threads(threads)
+def test_ch11_exercise_3_with_the_bound_on_the_penalty_still_shortens_the_solves(runs):
+    out = runs(record.run_ch11_exercise_3)
+    bound, free = out["bound"], out["free"]
 
     def steps(rows):  # mean forward steps over the last three epochs
         return sum(row["forward_steps"] for row in rows[-3:]) / 3
@@ -335,19 +328,14 @@ def test_ch11_exercise_4_anderson_reaches_the_one_solution_from_every_start(runs
     assert max(out["gap_tight"]) < 1e-8
 
 
-def test_ch05_exercise_4_the_sqrt_m_law_predicts_m_3072_from_m_1024():
+def test_ch05_exercise_4_the_sqrt_m_law_predicts_m_3072_from_m_1024(runs):
     from deqlib.solutions import ch05
 
-    gm = torch.Generator().manual_seed(2)  # the draws of the law's cell in chapter 5
-    for m in (64, 256, 1024):
-        A = torch.randn(m, m, generator=gm, dtype=torch.float64) / m**0.5
-    C = A.T @ A
-    measured_1024 = 0.8 * torch.linalg.eigvalsh(C)[-1] / (torch.linalg.matrix_norm(C) + 1e-6)
-    assert f"{measured_1024:.4f}" == "0.0701", measured_1024
-    prediction = round(measured_1024.item(), 4) / 3**0.5
-    value = ch05.gaussian_S_norm(3072)
+    out = runs(record.run_ch05_gaussian_S_norm)
+    prediction, value = out["prediction"], out["measured"]
+    assert f"{out['at_1024']:.4f}" == "0.0701", out
     # the numbers the answer states, to the digits it states them
-    assert f"{prediction:.4f}" == "0.0405" and f"{2 * 2**0.5 * 0.8 / 3072**0.5:.4f}" == "0.0408"
+    assert f"{prediction:.4f}" == "0.0405" and f"{out['constant']:.4f}" == "0.0408"
     assert f"{value:.4f}" == "0.0406" and round(value * 3072**0.5, 2) == 2.25, value
     assert abs(value / prediction - 1) < 0.003  # "within 0.3%"
     g = torch.Generator().manual_seed(0)  # the power iteration against eigvalsh at m = 1024
@@ -377,39 +365,19 @@ def test_ch06_exercise_3_training_b_alone_loses_nothing_on_the_chapters_run(runs
     assert out["gap_B_only"] < out["gap_both"]  # "nothing is lost" on this run
 
 
-def test_ch06_exercise_4_the_step_can_be_five_times_the_gauss_newton_heuristic():
-    import warnings
-
-    from deqlib import functional, theory
-    from deqlib.solutions import ch06
-
-    A0, B0, Phi, Y = record.chapter_6_problem()
-    eta_c = ch06.stability_threshold(A0, B0, Phi, Y)
-    P0 = theory.preconditioner(A0, B0, 0.8, 1e-6)
-    omega0 = 2 * torch.linalg.eigvalsh(Phi @ Phi.T)[-1].item() * torch.linalg.eigvalsh(P0)[-1]
+def test_ch06_exercise_4_the_step_can_be_five_times_the_gauss_newton_heuristic(runs):
+    out = runs(record.run_ch06_stability_threshold)
+    eta_c, omega0, top = out["eta_c"], out["omega0"], out["hessian_start"]
     # the numbers the answer states, to the digits it states them
-    assert f"{eta_c:.1e}" == "1.3e-03" and round(eta_c * omega0.item(), 1) == 5.5, eta_c
-    assert round(omega0.item(), -1) == 4270 and f"{2 / omega0:.1e}" == "4.7e-04"
-    assert round(1e-4 * omega0.item(), 2) == 0.43
-
-    def hessian_top(A, B):
-        def loss(theta):
-            W = functional.end_to_end(theta[:9].reshape(3, 3), theta[9:].reshape(5, 3), 0.8, 1e-6)
-            return theory.shallow_loss(W, Phi, Y)
-        theta = torch.cat([A.reshape(-1), B.reshape(-1)])
-        return torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))[-1].item()
-
-    top = hessian_top(A0, B0)
+    assert f"{eta_c:.1e}" == "1.3e-03" and round(eta_c * omega0, 1) == 5.5, eta_c
+    assert round(omega0, -1) == 4270 and f"{2 / omega0:.1e}" == "4.7e-04"
+    assert round(1e-4 * omega0, 2) == 0.43
     assert round(top, -2) == 4900 and f"{2 / top:.1e}" == "4.1e-04" and 2 / top < 2 / omega0
-    end = theory.gradient_flow(A0, B0, Phi, Y, eta=1e-4, steps=2000, record_every=2000)
-    assert round(hessian_top(end.A, end.B), -2) == 1900
-    with warnings.catch_warnings(action="ignore"):  # just above η_c: a rise at the second step
-        *_, loss = theory.delm_gradient_descent(A0, B0, Phi, Y, eta=1.01 * eta_c, steps=10,
-                                                record_every=1)
+    assert round(out["hessian_end"], -2) == 1900
+    loss = out["loss_above"]  # just above η_c: a rise at the second step, then falls again
     rises = [k for k in range(10) if loss[k + 1] > loss[k]]
     assert rises == [1], rises
-    assert loss[-1] < loss[1]  # and falls again
-
+    assert loss[-1] < loss[1]
 
 def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one(runs):
     run = runs(record.run_ch07_exercise_3)

@@ -253,6 +253,76 @@ def table_ch05_exercise_2(out):
     ])
 
 
+def run_ch05_gaussian_S_norm():
+    """Chapter 5's m = 1024 draw (the law's cell: seed 2, m = 64, 256, 1024), the prediction
+    for m = 3072 by the 1/√m law, and the solution's measurement there."""
+    from deqlib.solutions import ch05
+
+    gm = torch.Generator().manual_seed(2)  # the draws of the law's cell in chapter 5
+    for m in (64, 256, 1024):
+        A = torch.randn(m, m, generator=gm, dtype=torch.float64) / m**0.5
+    C = A.T @ A
+    at_1024 = (0.8 * torch.linalg.eigvalsh(C)[-1] / (torch.linalg.matrix_norm(C) + 1e-6)).item()
+    prediction = round(at_1024, 4) / 3**0.5
+    return {"at_1024": at_1024, "prediction": prediction, "constant": 2 * 2**0.5 * 0.8 / 3072**0.5,
+            "measured": ch05.gaussian_S_norm(3072)}
+
+
+def table_ch05_gaussian_S_norm(r):
+    return table(["Gaussian A, γ = 0.8", "‖S‖₂", "√m ‖S‖₂"], [
+        ["m = 1024, measured in the chapter", f"{r['at_1024']:.4f}",
+         f"{r['at_1024'] * 1024**0.5:.2f}"],
+        ["m = 3072, predicted: 0.0701 / √3", f"{r['prediction']:.4f}", ""],
+        ["m = 3072, the large-m constant 2√2γ/√m", f"{r['constant']:.4f}", ""],
+        ["m = 3072, gaussian_S_norm(3072)", f"{r['measured']:.4f}",
+         f"{r['measured'] * 3072**0.5:.2f}"],
+    ]) + f"\nmeasured / predicted − 1 = {r['measured'] / r['prediction'] - 1:+.4f}\n"
+
+
+def run_ch06_stability_threshold():
+    """The threshold step η_c on chapter 6's main run, ω_0 = 2 λ_max(ΦΦᵀ) λ_max(P_0), the full
+    Hessian's largest eigenvalue at the start and after the main run, and the losses just above
+    η_c (first ten steps)."""
+    from deqlib import functional, theory
+    from deqlib.solutions import ch06
+
+    A0, B0, Phi, Y = chapter_6_problem()
+    eta_c = ch06.stability_threshold(A0, B0, Phi, Y)
+    P0 = theory.preconditioner(A0, B0, 0.8, 1e-6)
+    omega0 = (2 * torch.linalg.eigvalsh(Phi @ Phi.T)[-1] * torch.linalg.eigvalsh(P0)[-1]).item()
+
+    def hessian_top(A, B):
+        def loss(theta):
+            W = functional.end_to_end(theta[:9].reshape(3, 3), theta[9:].reshape(5, 3), 0.8, 1e-6)
+            return theory.shallow_loss(W, Phi, Y)
+        theta = torch.cat([A.reshape(-1), B.reshape(-1)])
+        return torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))[-1].item()
+
+    end = theory.gradient_flow(A0, B0, Phi, Y, eta=1e-4, steps=2000, record_every=2000)
+    with warnings.catch_warnings(action="ignore"):  # just above η_c the loss may rise
+        *_, loss = theory.delm_gradient_descent(A0, B0, Phi, Y, eta=1.01 * eta_c, steps=10,
+                                                record_every=1)
+    return {"eta_c": eta_c, "omega0": omega0, "hessian_start": hessian_top(A0, B0),
+            "hessian_end": hessian_top(end.A, end.B), "loss_above": [float(v) for v in loss]}
+
+
+def table_ch06_stability_threshold(r):
+    w = r["omega0"]
+    rises = [k + 1 for k in range(len(r["loss_above"]) - 1)
+             if r["loss_above"][k + 1] > r["loss_above"][k]]
+    return (table(["step η", "value", "× ω_0"], [
+        ["η_c, the smallest step at which the loss rises", f"{r['eta_c']:.1e}",
+         f"{r['eta_c'] * w:.1f}"],
+        ["2/ω_0 (a quadratic's stability limit)", f"{2 / w:.1e}", "2.0"],
+        ["2/λ_max(Hessian) at the start", f"{2 / r['hessian_start']:.1e}",
+         f"{2 / r['hessian_start'] * w:.2f}"],
+        ["the main run's η", "1.0e-04", f"{1e-4 * w:.2f}"],
+    ]) + f"\nω_0 = 2 λ_max(ΦΦᵀ) λ_max(P_0) = {w:.0f}; the full Hessian's λ_max: "
+         f"{r['hessian_start']:.2g} at the start, {r['hessian_end']:.2g} after the main run\n"
+         f"at η = 1.01 η_c the loss rises at step(s) {rises} of 10, and ends below its value "
+         f"after step 1: {r['loss_above'][-1] < r['loss_above'][1]}\n")
+
+
 def run_ch06_exercise_2():
     from deqlib.solutions import ch06
 
@@ -390,6 +460,32 @@ def table_ch10_exercise_3(worst):
                                                  for m, ratio in worst.items()]))
 
 
+def run_ch11_exercise_3():
+    """The solution with the bound on (τ = 0, 0.1, 1) and without it (the chapter's τ = 0, 0.1)."""
+    from deqlib.solutions import ch11
+
+    with one_thread():
+        return {"bound": ch11.exercise_3(taus=(0.0, 0.1, 1.0)),
+                "free": ch11.exercise_3(taus=(0.0, 0.1), max_norm=None)}
+
+
+def mean_steps(rows):
+    """Mean forward Picard steps over the last three epochs of one run."""
+    return sum(row["forward_steps"] for row in rows[-3:]) / 3
+
+
+def table_ch11_exercise_3(r):
+    rows = []
+    for label, runs in (("‖W_z‖₂ ≤ 0.9", r["bound"]), ("no bound", r["free"])):
+        base = mean_steps(runs[0.0])
+        for tau, run in runs.items():
+            rows.append([label, tau, f"{mean_steps(run):.0f}", f"{mean_steps(run) / base:.2f}",
+                         f"{run[-1]['test_acc']:.2f}", f"{run[-1]['jacobian']:.2g}"])
+    return ("one run per setting, seed 0; steps: mean forward Picard steps over the last three\n"
+            "epochs; ‖J‖_F² at the test images' equilibria after the last epoch\n\n"
+            + table(["W_z", "τ", "steps", "steps / τ=0's", "test accuracy", "‖J‖_F²"], rows))
+
+
 def run_ch11_exercise_4():
     from deqlib.solutions import ch11
 
@@ -443,13 +539,17 @@ RECORDS = {r.name: r for r in [
     Record("ch04.exercise_3", chapter_4_runs, table_ch04_exercise_3),
     Record("ch04.exercise_4", chapter_4_runs, table_ch04_exercise_4),
     Record("ch05.exercise_2", run_ch05_exercise_2, table_ch05_exercise_2),
+    Record("ch05.gaussian_S_norm", run_ch05_gaussian_S_norm, table_ch05_gaussian_S_norm),
     Record("ch06.exercise_2", run_ch06_exercise_2, table_ch06_exercise_2),
     Record("ch06.exercise_3", run_ch06_exercise_3, table_ch06_exercise_3),
+    Record("ch06.stability_threshold", run_ch06_stability_threshold,
+           table_ch06_stability_threshold),
     Record("ch07.exercise_3", run_ch07_exercise_3, table_ch07_exercise_3),
     Record("ch08.exercise_2", run_ch08_exercise_2, table_ch08_exercise_2),
     Record("ch09.exercise_2", run_ch09_exercise_2, table_ch09_exercise_2),
     Record("ch09.exercise_4", run_ch09_exercise_4, table_ch09_exercise_4),
     Record("ch10.exercise_3", run_ch10_exercise_3, table_ch10_exercise_3),
+    Record("ch11.exercise_3", run_ch11_exercise_3, table_ch11_exercise_3),
     Record("ch11.exercise_4", run_ch11_exercise_4, table_ch11_exercise_4),
 ]}
 
