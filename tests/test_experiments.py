@@ -175,7 +175,10 @@ def test_every_code_version_of_the_stored_mnist10k_runs_was_reproduced_and_still
     assert now.keys() == then.keys()
     for name in then:
         for new, old in zip(now[name], then[name], strict=True):
-            assert np.allclose(new, old, rtol=1e-4, atol=0.011), (
+            # losses and ‖S_t‖₂ to a relative 1e-4; the accuracy (3rd) to one test image in 100
+            close = [abs(a - b) <= (0.011 if k == 2 else 1e-4 * abs(b))
+                     for k, (a, b) in enumerate(zip(new, old, strict=True))]
+            assert all(close), (
                 f"{name}: the training path computes {new}, not {old} as when the stored "
                 f"mnist10k runs were reproduced (code {rep['reproduced_by']}): the stored runs "
                 "may no longer be what the code produces. Re-run scripts/reproduce_mnist10k.py "
@@ -328,6 +331,9 @@ def test_figures_are_drawn_on_their_own_figure_without_global_state(tmp_path):
     assert all(len(ax.collections) == 2 for ax in fig.axes)              # one seed band a model
     fig = experiments.plot_S_norm(records)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2 + 1   # two losses, and γ
+    fig = experiments.plot_S_norm(records, relative=True)                # drift, in per cent
+    drift = [line.get_ydata() for line in fig.axes[0].lines[:2]]
+    assert np.allclose(drift, [[0, 12.5, 25]] * 2) and fig.axes[0].get_yscale() == "linear"
     gap = {"loss": "square", "init": "gaussian", "lr": 0.1, "step": [0, 1, 2],
            "delm_loss": [1.0, 0.5, 0.3], "linear_loss": [1.0, 0.6, 0.4], "optimum": 0.1}
     fig = experiments.plot_gd_gap([gap])
