@@ -57,6 +57,10 @@ def test_linear_model_starts_from_the_delm_function(tmp_path):
                                          out=tmp_path, summary=False, **TINY)
     by_model = {r["model"]: r["history"][0]["train_loss"] for r in records}
     assert by_model["delm"] == pytest.approx(by_model["linear"], rel=1e-5), by_model
+    low = {name: experiments.make_model(name, 64, 10, seed=3).end_to_end().detach()
+           for name in ("delm_low_rank", "linear_low_rank", "linear")}
+    assert torch.allclose(low["linear_low_rank"], low["delm_low_rank"], rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(low["linear_low_rank"], low["linear"], atol=1e-3)
 
 
 def test_every_setting_is_in_the_key():

@@ -16,6 +16,7 @@ _STYLES = {
     "delm": {"color": plot.PALETTE["delm"]},
     "delm_low_rank": {"color": plot.PALETTE["delm"], "linestyle": "--"},
     "linear": {"color": plot.PALETTE["linear"]},
+    "linear_low_rank": {"color": plot.PALETTE["linear"], "linestyle": "--"},
     "deep2": {"color": plot.PALETTE["deep2"]},
     "deep3": {"color": plot.PALETTE["deep3"]},
 }
