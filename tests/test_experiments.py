@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -14,7 +15,9 @@ import torch
 from matplotlib.figure import Figure
 
 from deqlib import data, experiments
-from deqlib.experiments import CorruptRunWarning
+from deqlib.experiments import CorruptRunWarning, reproduce
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = dict(dataset="digits", train_size=120, test_size=60, epochs=2, batch_size=32,
             progress=False)
@@ -54,6 +57,10 @@ def test_linear_model_starts_from_the_delm_function(tmp_path):
                                          out=tmp_path, summary=False, **TINY)
     by_model = {r["model"]: r["history"][0]["train_loss"] for r in records}
     assert by_model["delm"] == pytest.approx(by_model["linear"], rel=1e-5), by_model
+    low = {name: experiments.make_model(name, 64, 10, seed=3).end_to_end().detach()
+           for name in ("delm_low_rank", "linear_low_rank", "linear")}
+    assert torch.allclose(low["linear_low_rank"], low["delm_low_rank"], rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(low["linear_low_rank"], low["linear"], atol=1e-3)
 
 
 def test_every_setting_is_in_the_key():
@@ -141,6 +148,46 @@ def test_load_runs_filters_and_skips_unreadable_files(tmp_path):
     with pytest.warns(CorruptRunWarning, match="broken.json cannot be read"):
         runs = experiments.load_runs(tmp_path, model="delm")
     assert sorted(r["seed"] for r in runs) == [0, 1] and {r["model"] for r in runs} == {"delm"}
+
+
+def test_history_difference_measures_the_losses_relatively_and_the_accuracy_in_points():
+    rows = [{"train_loss": 2.0, "test_loss": 1.0, "test_acc": 0.5, "S_norm": 0.1}] * 2
+    assert reproduce.history_difference(rows, rows) == {"relative": 0.0, "test_acc": 0.0}
+    moved = [rows[0], {**rows[1], "test_loss": 1.001, "test_acc": 0.52}]
+    d = reproduce.history_difference(moved, rows)
+    assert d["relative"] == pytest.approx(1e-3) and d["test_acc"] == pytest.approx(0.02)
+    assert reproduce.history_difference(rows[:1], rows)["relative"] == float("inf")
+    no_spectrum = [{k: v for k, v in r.items() if k != "S_norm"} for r in rows]
+    assert reproduce.history_difference(no_spectrum, rows)["relative"] == float("inf")
+
+
+def test_every_code_version_of_the_stored_mnist10k_runs_was_reproduced_and_still_is():
+    """The stored runs come from several commits (some +dirty): a run of each was trained again
+    by scripts/reproduce_mnist10k.py, and the training path still computes what it did then."""
+    stored = ROOT / "book" / "results" / "mnist10k"
+    rep = json.loads((stored / "reproduced.json").read_text())
+    codes = {r["code"] for part in ("same_lr", "tuned")
+             for r in experiments.load_runs(stored / part)}
+    missing = codes - {r["code"] for r in rep["runs"]}
+    assert not missing, (f"stored mnist10k runs from code versions {sorted(missing)} were never "
+                         "reproduced: run scripts/reproduce_mnist10k.py and commit its output")
+    for r in rep["runs"]:
+        assert r["relative"] <= 1e-4 and r["test_acc"] <= 1e-3, r
+    if torch.get_default_dtype() != torch.float32:
+        pytest.skip("the fingerprint was taken in float32")
+    now, then = reproduce.training_fingerprint(), rep["fingerprint"]
+    assert now.keys() == then.keys()
+    for name in then:
+        for new, old in zip(now[name], then[name], strict=True):
+            # losses and ‖S_t‖₂ to a relative 1e-4; the accuracy (3rd) to one test image in 100
+            close = [abs(a - b) <= (0.011 if k == 2 else 1e-4 * abs(b))
+                     for k, (a, b) in enumerate(zip(new, old, strict=True))]
+            assert all(close), (
+                f"{name}: the training path computes {new}, not {old} as when the stored "
+                f"mnist10k runs were reproduced (code {rep['reproduced_by']}): the stored runs "
+                "may no longer be what the code produces. Re-run scripts/reproduce_mnist10k.py "
+                "(it needs mnist10k) and commit book/results/mnist10k/reproduced.json, or "
+                "regenerate the runs")
 
 
 def test_a_diverged_run_is_stored_as_such_and_resumed(tmp_path):
@@ -288,6 +335,9 @@ def test_figures_are_drawn_on_their_own_figure_without_global_state(tmp_path):
     assert all(len(ax.collections) == 2 for ax in fig.axes)              # one seed band a model
     fig = experiments.plot_S_norm(records)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2 + 1   # two losses, and γ
+    fig = experiments.plot_S_norm(records, relative=True)                # drift, in per cent
+    drift = [line.get_ydata() for line in fig.axes[0].lines[:2]]
+    assert np.allclose(drift, [[0, 12.5, 25]] * 2) and fig.axes[0].get_yscale() == "linear"
     gap = {"loss": "square", "init": "gaussian", "lr": 0.1, "step": [0, 1, 2],
            "delm_loss": [1.0, 0.5, 0.3], "linear_loss": [1.0, 0.6, 0.4], "optimum": 0.1}
     fig = experiments.plot_gd_gap([gap])

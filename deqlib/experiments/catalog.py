@@ -9,12 +9,18 @@ from .. import validate
 from ..models import DeepEquilibriumLinear, DeepLinearNetwork, LinearModel
 
 MODELS = ("delm", "delm_low_rank", "linear", "deep2", "deep3")
+#: Models run only on request, outside the default comparison: the linear model started at the
+#: low-rank DELM's W₀, so that the low-rank DELM too has a partner with its start.
+EXTRA_MODELS = ("linear_low_rank",)
+ALL_MODELS = MODELS + EXTRA_MODELS
 MODEL_LABELS = {
     "delm": "DELM, Gaussian A₀", "delm_low_rank": "DELM, low-rank A₀",
     "linear": "linear, same W₀", "deep2": "deep linear, depth 2", "deep3": "deep linear, depth 3",
+    "linear_low_rank": "linear, low-rank W₀",
 }
 _INITS = {"delm": "gaussian", "delm_low_rank": "low_rank", "linear": "W0 of the gaussian DELM",
-          "deep2": "gaussian 1/fan_in", "deep3": "gaussian 1/fan_in"}
+          "deep2": "gaussian 1/fan_in", "deep3": "gaussian 1/fan_in",
+          "linear_low_rank": "W0 of the low_rank DELM"}
 #: The datasets :func:`run_full_datasets` trains on (downloaded by torchvision).
 FULL_DATASETS = ("mnist", "kmnist", "cifar10", "cifar100")
 _ROW_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
@@ -28,12 +34,13 @@ def make_model(name: str, in_features: int, out_features: int, *, seed: int, gam
 
     ``"delm"`` / ``"delm_low_rank"``: a :class:`~deqlib.models.DeepEquilibriumLinear` with a
     Gaussian or a low-rank A₀; ``"linear"``: a linear model started at the Gaussian DELM's
-    W₀ = B₀U₀ for the same seed (the same function); ``"deep2"``, ``"deep3"``: deep linear
-    networks of that depth and hidden ``width`` (default ``in_features``).
+    W₀ = B₀U₀ for the same seed (the same function); ``"linear_low_rank"``: the same at the
+    low-rank DELM's W₀; ``"deep2"``, ``"deep3"``: deep linear networks of that depth and hidden
+    ``width`` (default ``in_features``).
 
     Args:
-        name: one of ``MODELS``: ``"delm"``, ``"delm_low_rank"``, ``"linear"``, ``"deep2"``,
-            ``"deep3"``.
+        name: one of ``ALL_MODELS``: ``"delm"``, ``"delm_low_rank"``, ``"linear"``,
+            ``"linear_low_rank"``, ``"deep2"``, ``"deep3"``.
         in_features: the input dimension (the DELM's width m: φ is the identity).
         out_features: the number of outputs (classes).
         seed: seeds the initialisation (the same seed gives ``"delm"`` and ``"linear"`` the
@@ -46,13 +53,13 @@ def make_model(name: str, in_features: int, out_features: int, *, seed: int, gam
     Returns:
         The model, an ``nn.Module`` in torch's default dtype.
     """
-    name = validate.choice("name", name, MODELS)
+    name = validate.choice("name", name, ALL_MODELS)
     g = torch.Generator().manual_seed(validate.integer("seed", seed, minimum=0))
-    if name in ("delm", "delm_low_rank", "linear"):
+    if name in ("delm", "delm_low_rank", "linear", "linear_low_rank"):
+        low_rank = name in ("delm_low_rank", "linear_low_rank")
         delm = DeepEquilibriumLinear(in_features, out_features, gamma=gamma, delta=delta,
-                                     generator=g,
-                                     init="low_rank" if name == "delm_low_rank" else "gaussian")
-        if name == "linear":
+                                     generator=g, init="low_rank" if low_rank else "gaussian")
+        if name.startswith("linear"):
             with torch.no_grad():
                 return LinearModel.from_matrix(delm.end_to_end().detach())
         return delm

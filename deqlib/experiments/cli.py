@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..data import DATASETS
 from ..train import LOSSES
-from .catalog import MODELS, PAPER_DEFAULTS
+from .catalog import ALL_MODELS, MODELS, PAPER_DEFAULTS
 from .runner import run_experiment
 from .tuning import paper_comparison
 
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def shared(p, dataset):
         p.add_argument("--dataset", default=dataset, choices=DATASETS)
-        p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+        p.add_argument("--models", nargs="+", default=list(MODELS), choices=ALL_MODELS)
         p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
         p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
         p.add_argument("--batch-size", type=int, default=None, help="0 for full batch")
@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     shared(one, "digits")
     one.add_argument("--epochs", type=int, default=20)
     one.add_argument("--lr", type=_lr_arg, default=0.05)
+    one.add_argument("--no-summary", action="store_true",
+                     help="write no summary.csv (e.g. when adding runs to a folder that has one)")
 
     args = parser.parse_args(args_in)
     out = Path(args.out or f"results/{args.dataset}")
@@ -89,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                   delta=args.delta, device=args.device, root=args.root, download=args.download,
                   progress=not args.no_progress, command=_command(argv))
     if args.what == "run":
-        records = run_experiment(out=out, **common)
-        print(f"{len(records)} runs in {out}; summary: {out / 'summary.csv'}")
+        records = run_experiment(out=out, summary=not args.no_summary, **common)
+        print(f"{len(records)} runs in {out}" + ("" if args.no_summary
+                                                 else f"; summary: {out / 'summary.csv'}"))
         return
     result = paper_comparison(out, lr_grid=args.lr_grid, gd_steps=args.gd_steps,
                               gd_lr=args.gd_lr, **common)

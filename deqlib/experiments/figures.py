@@ -16,6 +16,7 @@ _STYLES = {
     "delm": {"color": plot.PALETTE["delm"]},
     "delm_low_rank": {"color": plot.PALETTE["delm"], "linestyle": "--"},
     "linear": {"color": plot.PALETTE["linear"]},
+    "linear_low_rank": {"color": plot.PALETTE["linear"], "linestyle": "--"},
     "deep2": {"color": plot.PALETTE["deep2"]},
     "deep3": {"color": plot.PALETTE["deep3"]},
 }
@@ -85,19 +86,23 @@ def plot_curves(records: Iterable[dict], *, metric: str = "test_acc",
     return fig
 
 
-def plot_S_norm(records: Iterable[dict], *, spread: str = "range"):
+def plot_S_norm(records: Iterable[dict], *, spread: str = "range", relative: bool = False):
     """‖S_t‖₂ per epoch for the DELM runs (each start, each loss), with γ dotted.
 
-    A line per (start, loss): the mean over seeds, the seed spread as a band.
+    A line per (start, loss): the mean over seeds, the seed spread as a band. With
+    ``relative=True`` each run's drift ‖S_t‖₂/‖S₀‖₂ − 1 instead, on a linear axis in per cent,
+    where a drift of a fraction of a per cent shows (on the log axis both starts look flat).
 
     Args:
         records: runs from :func:`run_experiment` or :func:`load_runs` (runs of other models
             are ignored).
         spread: the band, ``"range"`` or ``"std"``, as in :func:`plot_curves`.
+        relative: draw each run's drift ‖S_t‖₂/‖S₀‖₂ − 1 in per cent instead of ‖S_t‖₂.
 
     Returns:
         A :class:`deqlib.plot.BookFigure`.
     """
+    relative = validate.boolean("relative", relative)
     records = [r for r in _finished(records) if r["model"] in ("delm", "delm_low_rank")]
     if not records:
         raise ValueError("plot_S_norm needs DELM runs (model 'delm' or 'delm_low_rank'); got none")
@@ -110,10 +115,18 @@ def plot_S_norm(records: Iterable[dict], *, spread: str = "range"):
                 if not ok:
                     continue
                 curves = [[row["S_norm"] for row in r["history"]] for r in ok]
+                if relative:
+                    curves = [[100 * (v / c[0] - 1) for v in c] for c in curves]
                 style = {"color": colors[name], "linestyle": dash, "marker": marker,
                          "markersize": 3}
                 _band(ax, list(range(len(curves[0]))), curves, style,
                       f"{MODEL_LABELS[name]}, {loss.replace('_', '-')}", spread)
+        if relative:
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.set(xlabel="epoch", ylabel=r"$\|S_t\|_2/\|S_0\|_2 - 1$ (%)",
+                   title=f"{records[0].get('dataset', '')}: " + r"drift of $\|S_t\|_2$")
+            ax.legend(fontsize=8)
+            return fig
         for g in sorted({r["gamma"] for r in records}):
             ax.axhline(g, color="grey", linestyle="--", linewidth=1.0, label=f"γ = {g:g}")
         ax.set_yscale("log")

@@ -13,7 +13,7 @@ import torch
 from .. import validate
 from ..data import load
 from ..train import LOSSES, fit, resolve_device
-from .catalog import FULL_DATASETS, MODELS, PAPER_DEFAULTS, delm_spectra, make_model
+from .catalog import ALL_MODELS, FULL_DATASETS, MODELS, PAPER_DEFAULTS, delm_spectra, make_model
 from .provenance import _load_average, _provenance
 from .reports import write_summary
 from .store import _dtype_name, _run_complete, _stored_or_run, run_key, run_settings
@@ -48,7 +48,7 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
 
     Args:
         dataset: the dataset's name, as in :func:`deqlib.data.load`.
-        models: names from ``MODELS``.
+        models: names from ``MODELS`` (or ``catalog.EXTRA_MODELS``, run on request).
         losses: names from ``deqlib.functional.LOSSES``.
         seeds: the initialisation and shuffling seeds; one run per seed.
         epochs: the passes of SGD over the training set.
@@ -79,7 +79,7 @@ def run_experiment(*, dataset: str = "digits", models: Sequence[str] = MODELS,
         (one row per epoch, epoch 0 before training); a run whose loss became NaN or Inf is
         stored with ``diverged: True``, its ``error`` and an empty history.
     """
-    models = validate.choices("models", models, MODELS)        # "linear" is one model
+    models = validate.choices("models", models, ALL_MODELS)    # "linear" is one model
     losses = validate.choices("losses", losses, LOSSES)
     seeds = validate.integers("seeds", seeds, minimum=0)   # "01" refused
     progress = validate.boolean("progress", progress)

@@ -28,7 +28,7 @@ from .. import validate
 from ..data import DATASETS
 from ..functional import check_constants
 from ..train import LOSSES
-from .catalog import _INITS, MODELS
+from .catalog import _INITS, ALL_MODELS
 
 _ROW_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
 _SPECTRA = ("S_norm", "s_min_U_sq", "U_norm")          # a DELM's rows hold these too
@@ -64,7 +64,7 @@ def run_settings(*, dataset: str, model: str, loss: str, seed: int, lr: float, e
         The settings, a dict of JSON values (the model's initialisation included).
     """
     dtype = _dtype_name(dtype)
-    model = validate.choice("model", model, MODELS)
+    model = validate.choice("model", model, ALL_MODELS)
     loss = validate.choice("loss", loss, LOSSES)
     optimizer = validate.choice("optimizer", optimizer, ("sgd", "adam"))
 
