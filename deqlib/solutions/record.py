@@ -317,10 +317,11 @@ def table_ch06_stability_threshold(r):
         ["2/λ_max(Hessian) at the start", f"{2 / r['hessian_start']:.1e}",
          f"{2 / r['hessian_start'] * w:.2f}"],
         ["the main run's η", "1.0e-04", f"{1e-4 * w:.2f}"],
-    ]) + f"\nω_0 = 2 λ_max(ΦΦᵀ) λ_max(P_0) = {w:.0f}; the full Hessian's λ_max: "
-         f"{r['hessian_start']:.2g} at the start, {r['hessian_end']:.2g} after the main run\n"
-         f"at η = 1.01 η_c the loss rises at step(s) {rises} of 10, and ends below its value "
-         f"after step 1: {r['loss_above'][-1] < r['loss_above'][1]}\n")
+    ]) + f"\nω_0 = 2 λ_max(ΦΦᵀ) λ_max(P_0) = {w:.0f}\n"
+         f"the full Hessian's λ_max: {r['hessian_start']:.2g} at the start, "
+         f"{r['hessian_end']:.2g} after the main run\n"
+         f"at η = 1.01 η_c the loss rises at step(s) {rises} of 10;\n"
+         f"it ends below its value after step 1: {r['loss_above'][-1] < r['loss_above'][1]}\n")
 
 
 def run_ch06_exercise_2():
