@@ -203,12 +203,18 @@ def table_ch04_exercise_2(runs):
              f"{b['J_norm'][epoch]:.2f}", f"{u['J_norm'][epoch]:.2f}",
              f"{u['J_radius_max'][epoch]:.2f}",
              f"{u['forward_steps'][epoch] / b['forward_steps'][epoch]:.1f}" if epoch else "",
+             f"{u['forward_unconverged'][epoch]}/{u['forward_solves'][epoch]}" if epoch else "",
              f"{b['test_acc'][epoch]:.2f}", f"{u['test_acc'][epoch]:.2f}"]
             for epoch in range(len(b))]
+    missed = {name: sum(h["forward_unconverged"]) + sum(h["backward_unconverged"])
+              for name, h in (("b", b), ("u", u))}
     return ("b: bounded (max_norm=0.9), u: unbounded (max_norm=None); ‖J‖₂ and ρ(J) at the\n"
-            "probe's 64 equilibria; steps u/b: forward steps, unbounded / bounded\n\n"
+            "probe's 64 equilibria; steps u/b: forward steps, unbounded / bounded; unconv. u:\n"
+            "forward solves of the epoch that stopped at max_iter = 100 unconverged; acc: test\n"
+            f"accuracy; unconverged solves in all (forward and adjoint): b {missed['b']}, "
+            f"u {missed['u']}\n\n"
             + table(["epoch", "‖W_z‖₂ b", "‖W_z‖₂ u", "‖J‖₂ b", "‖J‖₂ u", "max ρ(J) u",
-                     "steps u/b", "test acc b", "test acc u"], rows))
+                     "steps u/b", "unconv. u", "acc b", "acc u"], rows))
 
 
 def table_ch04_exercise_3(runs):
@@ -216,11 +222,14 @@ def table_ch04_exercise_3(runs):
     rows = [[epoch, f"{loose['J_radius_max'][epoch]:.2f}",
              f"{tight['forward_steps'][epoch] - loose['forward_steps'][epoch]:+.0f}",
              f"{tight['backward_steps'][epoch] - loose['backward_steps'][epoch]:+.0f}",
+             tight["forward_unconverged"][epoch] + tight["backward_unconverged"][epoch],
              f"{loose['test_acc'][epoch]:.2f}", f"{tight['test_acc'][epoch]:.2f}"]
             for epoch in range(1, len(loose))]
-    return ("steps: per-epoch mean Anderson steps at tol 1e-6 minus those at 1e-4\n\n"
+    return ("steps: per-epoch mean Anderson steps at tol 1e-6 minus those at 1e-4; unconv. 1e-6:\n"
+            "solves at 1e-6 (forward and adjoint) that stopped at max_iter = 100 unconverged;\n"
+            "acc: test accuracy\n\n"
             + table(["epoch", "max ρ(J) at 1e-4", "forward steps", "adjoint steps",
-                     "test acc 1e-4", "test acc 1e-6"], rows))
+                     "unconv. 1e-6", "acc 1e-4", "acc 1e-6"], rows))
 
 
 def table_ch04_exercise_4(runs):

@@ -12,7 +12,8 @@ def lambda_plus_min(M, rtol=1e-10):
 
 
 def b_channel(U, k):
-    """𝒥 with vec(dB U) = 𝒥 vec(dB): eq-toolbox-vec with A = I_k, X = dB and B = U (row-major)."""
+    """𝒥 with vec(dB U) = 𝒥 vec(dB): the toolbox's vec(AXB) = (A ⊗ Bᵀ) vec(X) (row-major vec)
+    with A = I_k, X = dB and B = U."""
     return torch.kron(torch.eye(k), U.T.contiguous())  # I_k ⊗ Uᵀ
 
 
