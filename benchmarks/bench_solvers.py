@@ -17,6 +17,8 @@ Also: Picard with a host synchronisation (.item()) every step against every 10 s
     python benchmarks/bench_solvers.py [--repeats 5] [--device auto] [--out solvers] [--threads N]
         [--shape 256x1024] [--check-every 10]
     python benchmarks/bench_solvers.py --sweep     # deqlib's own memory/λ grid: the defaults
+    python benchmarks/bench_solvers.py --shape 1x256 --out solvers_batch1   # batch 1; without
+        # --out, a --shape run rewrites results/solvers.json, which the performance page reads
 """
 
 import argparse

@@ -63,10 +63,12 @@ def jacobian_penalty(
 
     each Jᵀε one vector-Jacobian product of f (S = ``samples``). The result keeps its graph
     (``create_graph=True``, even when called under ``torch.no_grad()``), so
-    ``loss + γ · jacobian_penalty(f, z_star)`` trains f's parameters to shrink the Jacobian at
-    the equilibrium. The gradient flows into whatever f closes over
-    (its weights, the input's injection), not into ``z``: the point is detached, as the
-    equilibrium returned by a solver is.
+    ``loss + γ · jacobian_penalty(f, z_star)`` (γ: chapter 11's penalty weight τ) trains f's
+    parameters to shrink the Jacobian at the equilibrium. The gradient flows into whatever f
+    closes over with its graph (its weights, the input's injection), not into ``z``: the point
+    is detached, as the equilibrium returned by a solver is. A layer's ``layer.map(x)`` is
+    detached from the parameters (it is for solvers): a penalty on it trains nothing. Build f
+    from the layer's weights instead, as in the example.
 
     The batch's samples must be independent (f(z)_i depends on z_i only), as in every DEQ
     layer: the probes of all samples are then drawn at once, and ‖(Jᵀε)_i‖² is sample i's
@@ -88,10 +90,17 @@ def jacobian_penalty(
     Returns:
         The penalty, a scalar tensor (or one of shape ``(batch,)`` with ``reduction="none"``).
 
-    Example::
+    Example (a :class:`~deqlib.TanhDEQ`; the penalty's gradient reaches ``W_z``, ``W_x``, ``b``)::
 
-        z_star = layer(x, return_info=True)[1].forward.z
-        loss = criterion(logits, y) + 0.1 * jacobian_penalty(f, z_star)
+        from deqlib.functional import tanh_map
+
+        layer = deqlib.TanhDEQ(64, 32, out_features=10)
+        x, y = torch.randn(8, 64), torch.randint(0, 10, (8,))
+        logits, info = layer(x, return_info=True)
+        injection = x @ layer.W_x.T + layer.b           # with its graph, unlike layer.map(x)
+        f = lambda z: tanh_map(z, layer.effective_W_z(), injection)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        (loss + 0.1 * jacobian_penalty(f, info.forward.z)).backward()
     """
     if not callable(f):
         raise TypeError(f"f must be callable as f(z); got {type(f).__name__}")

@@ -40,10 +40,11 @@ residual ‖f(z) − z‖/‖f(z)‖ is 1 at every step, while here the residual
 ``tol`` times the size of the start. The cap s₀r₀/r lets the scale grow only as much as the
 residual has shrunk: an iterate that runs away with a residual that does not shrink is never
 accepted (for z ↦ z + 1 the plain relative residual falls like 1/k, although there is no
-fixed point; here ρ stays 1). Near convergence on a problem whose fixed point is not far
-larger than its start (‖z*‖² < s₀r₀/tol, e.g. ‖z*‖ < 1000 s₀ at tol 1e-6 from z₀ = 0) the
-rule *is* the plain relative residual, so the verdict is the usual one; early on, while a
-residual is still above its first value, ρ is larger than the plain relative residual.
+fixed point; here ρ stays at its first value, 1 from z₀ = 0). Near convergence on a
+problem whose fixed point is not far larger than its start (‖z*‖² < s₀r₀/tol, e.g.
+‖z*‖ < 1000 s₀ at tol 1e-6 from z₀ = 0) the rule *is* the plain relative residual, so the
+verdict is the usual one; early on, while a residual is still above its first value, ρ is
+larger than the plain relative residual.
 
 *Diverging*: in relative mode, when ρ exceeds 10⁸ in some sample, i.e. when its residual
 exceeds 10⁴·√(s₀r₀) (e.g. z ↦ 2z + 1); in absolute mode, when the largest residual exceeds
@@ -60,7 +61,7 @@ may be float32 after a bfloat16 product. A tol below the floor is thus reported 
 words that name the precision, after about 30 wasted steps instead of ``max_iter``; it is
 never met by quietly loosening it. A slow but steady solve makes a new minimum every step
 and is never stopped by this test; nor is a non-monotone one (Anderson, Broyden) that pauses
-above the floor (the floor is tied to eps, not √eps, for that reason).
+above the floor (for that reason the floor is 1000 eps in float32 and float64, not √eps).
 
 *Per sample*: the samples are independent systems. A sample that has met the tolerance is
 no longer moved by Anderson's mixing or Broyden's secant steps (at round-off its residuals

@@ -14,7 +14,8 @@ __all__ = ["SolverResult", "ConvergenceWarning", "ConvergenceError", "warn_at_ca
 
 
 class ConvergenceWarning(UserWarning):
-    """A solver stopped (diverging, or at ``max_iter``) before its residual reached ``tol``."""
+    """A solver stopped (diverging, stalled at the round-off of its precision, or at
+    ``max_iter``) before its residual reached ``tol``."""
 
 
 class ConvergenceError(RuntimeError):

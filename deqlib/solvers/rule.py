@@ -154,10 +154,10 @@ class _Rule:
 
         A residual cannot fall below what the dtype f computes in resolves (a few times its
         eps): there the solver can only shuffle round-off. The floor (:func:`stall_floor`) is
-        tied to eps, not √eps: Anderson and Broyden are not monotone, and above the floor a
-        stretch of 30 steps without a new minimum is progress still to come. Only the
-        "no new minimum" test is made against the trace, so a slow but steady solve (Picard at
-        a factor 0.999 makes a new minimum every step) is never stopped by it.
+        1000 eps in float32 and float64, not √eps: Anderson and Broyden are not monotone, and
+        above the floor a stretch of 30 steps without a new minimum is progress still to come.
+        Only the "no new minimum" test is made against the trace, so a slow but steady solve
+        (Picard at a factor 0.999 makes a new minimum every step) is never stopped by it.
         """
         trace, start = self.trace, len(self.trace) - self.check_every
         for i in range(max(start, 0), len(trace)):
