@@ -32,8 +32,8 @@ def exercise_4(A0, B0, Phi, Y, seed=0, fraction=0.5):
     g = theory.shallow_gradient(W0, Phi, Y).reshape(-1)
     H = theory.shallow_hessian(W0, Phi, Y)
     d = len(g)
-    M = torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=g.dtype)
-    P = M @ M.T / d + 0.1 * torch.eye(d, dtype=g.dtype)  # positive definite, not ⪰ I
+    Z = torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=g.dtype)
+    P = Z @ Z.T / d + 0.1 * torch.eye(d, dtype=g.dtype)  # positive definite, not ⪰ I
     lam, vecs = torch.linalg.eigh(P)
     P_half = vecs @ torch.diag(lam.sqrt()) @ vecs.T
     eps = fraction / torch.linalg.eigvalsh(P_half @ H @ P_half)[-1].item()
