@@ -407,6 +407,16 @@ def test_ch07_exercise_3_step_scales_with_eps_and_multiplier_stays_one(runs):
     assert run["radius_peak"] > max(radius_1, radius_9) + 5     # rises, then falls
 
 
+def test_ch07_exercise_4_any_positive_definite_p_gives_a_trust_region_step():
+    from deqlib.solutions import ch07
+
+    for seed in range(3):
+        step, v, multiplier, lam_min = ch07.exercise_4(*record.chapter_6_problem(), seed=seed)
+        assert lam_min < 0.2, lam_min                          # P is not ⪰ I
+        check.close(step, v, tol=1e-10)
+        check.close(multiplier, 1.0, tol=1e-8)
+
+
 @pytest.fixture(scope="module")
 def ch04_runs(runs):
     """Chapter 4's exercise runs, once for all the claims and the records (about 15 s)."""
