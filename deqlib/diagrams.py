@@ -229,7 +229,7 @@ def forward_and_adjoint() -> plot.BookFigure:
         width=1.2,
     )
     _arrow(ax, (49, yf - 2.4), vjp["top"], color=INK, linestyle="--", width=1.2)
-    ax.text(56.5, 21.5, "only $z^\\star$ is kept", fontsize=9.5, color=INK)
+    ax.text(56.5, 21.5, "only $z^\\star$ (and $\\theta$) is kept", fontsize=9.5, color=INK)
     return fig
 
 
