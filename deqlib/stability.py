@@ -90,7 +90,8 @@ def jacobian_penalty(
     Returns:
         The penalty, a scalar tensor (or one of shape ``(batch,)`` with ``reduction="none"``).
 
-    Example (a :class:`~deqlib.layers.TanhDEQ`; the penalty's gradient reaches ``W_z``, ``W_x``, ``b``)::
+    Example (a :class:`~deqlib.layers.TanhDEQ`; the penalty's gradient reaches ``W_z``,
+    ``W_x``, ``b``)::
 
         from deqlib.functional import tanh_map
 
