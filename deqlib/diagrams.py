@@ -155,7 +155,7 @@ def weight_tied_stack() -> plot.BookFigure:
 def forward_and_adjoint() -> plot.BookFigure:
     """The forward solve and the adjoint solve as data flow.
 
-    Forward: x → solver for z = f(z, x) → z* → loss ℓ. Backward: g = ∂ℓ/∂z* → solver for
+    Forward: θ → solver for z = f(z, θ) → z* → loss ℓ. Backward: g = ∂ℓ/∂z* → solver for
     u = Jᵀu + g (J = ∂f/∂z at z*) → u → (∂f/∂θ)ᵀu = ∂ℓ/∂θ. Only z* crosses from the forward to
     the backward pass: no iteration of either solver is stored.
 
@@ -166,8 +166,9 @@ def forward_and_adjoint() -> plot.BookFigure:
     yf, yb = 30, 9
     ax.text(0, yf + 6.5, "forward", fontsize=11, color=FORWARD, fontweight="bold")
     ax.text(0, yb + 8.0, "backward", fontsize=11, color=BACKWARD, fontweight="bold")
-    _node(ax, (3, yf), "$x$")
-    solve = _box(ax, (25, yf), "solver: find $z = f(z, x)$", width=25, color=FORWARD, size=10)
+    _node(ax, (3, yf), "$\\theta$")
+    solve = _box(ax, (25, yf), "solver: find $z = f(z, \\theta)$", width=25, color=FORWARD,
+                 size=10)
     _node(ax, (50, yf), "$z^\\star$", color=FORWARD, size=13)
     loss = _box(ax, (81, yf), "loss $\\ell(z^\\star)$", width=14, color=FORWARD, size=10)
     _arrow(ax, (5, yf), solve["left"], color=FORWARD)
