@@ -374,6 +374,7 @@ def test_ch06_exercise_4_the_step_can_be_five_times_the_gauss_newton_heuristic(r
     assert round(1e-4 * omega0, 2) == 0.43
     assert round(top, -2) == 4900 and f"{2 / top:.1e}" == "4.1e-04" and 2 / top < 2 / omega0
     assert round(out["hessian_end"], -2) == 1900
+    assert round(eta_c / (2 / top)) == 3  # "steps up to about three times 2/λ_max"
     loss = out["loss_above"]  # just above η_c: a rise at the second step, then falls again
     rises = [k for k in range(10) if loss[k + 1] > loss[k]]
     assert rises == [1], rises

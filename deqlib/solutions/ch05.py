@@ -31,6 +31,12 @@ def exercise_2(gamma=0.8, delta=1e-12, seed=0):
     return out
 
 
+def rank_one_S_norm(u, v, gamma, delta):
+    """‖S‖₂ for the rank-one A = u vᵀ."""
+    S = functional.equilibrium_weight(torch.outer(u, v), gamma, delta)
+    return torch.linalg.matrix_norm(S, ord=2)
+
+
 def gaussian_S_norm(m, seed=0, gamma=0.8, delta=1e-6, iters=300):
     """‖S‖₂ = γ‖C‖₂/(‖C‖_F + δ) for C = AᵀA, A with N(0, 1/m) entries; ‖C‖₂ by power iteration."""
     g = torch.Generator().manual_seed(seed)

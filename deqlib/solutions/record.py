@@ -329,8 +329,9 @@ def table_ch06_stability_threshold(r):
     ]) + f"\nω_0 = 2 λ_max(ΦΦᵀ) λ_max(P_0) = {w:.0f}\n"
          f"the full Hessian's λ_max: {r['hessian_start']:.2g} at the start, "
          f"{r['hessian_end']:.2g} after the main run\n"
-         f"at η = 1.01 η_c the loss rises at step(s) {rises} of 10;\n"
-         f"it ends below its value after step 1: {r['loss_above'][-1] < r['loss_above'][1]}\n")
+         f"at η = 1.01 η_c, over the first 10 of the 300 steps, the loss rises at step(s) "
+         f"{rises};\nafter step 10 it is below its value after step 1: "
+         f"{r['loss_above'][-1] < r['loss_above'][1]}\n")
 
 
 def run_ch06_exercise_2():
