@@ -194,10 +194,13 @@ def iteration_sweep(repeats: int, device) -> list[dict]:
     w32 = weights.float()
 
     def make(mode, k):
-        # the forward runs exactly k Picard iterations in every mode (tol unreachable)
-        backward = (deqlib.Implicit(solver=deqlib.Picard(tol=1e-8, max_iter=200))
+        # the forward runs exactly k Picard iterations in every mode (tol unreachable, the stall
+        # rule off); the implicit adjoint is solved to the forward solves' tolerance TOL, which
+        # float32 can meet (a tolerance float32 cannot meet would run it to its cap whatever k)
+        backward = (deqlib.Implicit(solver=deqlib.Picard(tol=TOL, max_iter=1000))
                     if mode == "implicit" else mode)
-        deq = deqlib.DEQ(f_tanh, solver=deqlib.Picard(tol=1e-30, max_iter=k), backward=backward)
+        deq = deqlib.DEQ(f_tanh, solver=deqlib.Picard(tol=1e-30, max_iter=k, stall=None),
+                         backward=backward)
 
         def step():
             loss = (deq((W, inj), p.z0()) * w32).sum()
@@ -215,6 +218,10 @@ def iteration_sweep(repeats: int, device) -> list[dict]:
             "error": {},
             "memory_bytes": {},
         }
+        z, info = made["implicit"][1]((W, inj), p.z0(), return_info=True)
+        torch.autograd.grad((z * w32).sum(), W)
+        row["adjoint"] = {"steps": info.backward.steps, "converged": info.backward.converged,
+                          "stalled": info.backward.stalled}
         for mode, (step, deq) in made.items():
             grad = step().double()
             row["error"][mode] = ((grad - exact).norm() / exact.norm()).item()
@@ -230,6 +237,7 @@ def iteration_sweep(repeats: int, device) -> list[dict]:
                 f"{row['memory_bytes'][m] / 2**20:5.2f} MiB"
                 for m in MODES
             )
+            + f"  (implicit adjoint: {row['adjoint']['steps']} steps)"
         )
     return rows
 

@@ -18,7 +18,7 @@ An exercise is a stub the reader fills in, then a check cell::
         raise NotImplementedError("your code here")
 
     check.exercise(adjoint_step, u0, g, expected=u1, tol=1e-10)
-    # not done yet (adjoint_step raises NotImplementedError); expected: tensor([0.25, 0.5])
+    # not done yet (adjoint_step raises NotImplementedError); expected: [0.25, 0.5]
 
 :func:`exercise` never raises for a stub or a wrong answer (so "Run all" passes); it prints
 ✓ or ✗ beside the reader's value and the expected one.

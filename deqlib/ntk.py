@@ -237,7 +237,7 @@ def implicit_ntk(model: WideTanhDEQ, X: Tensor, *, tol: float = 1e-12,
                  + \tfrac{\sigma_u^2}{d} X X^\top\Bigr) + \tfrac1m Z Z^\top .
 
     Args:
-        model: the DEQ.
+        model: a :class:`WideTanhDEQ`.
         X: the inputs, (n, d).
         tol: the adjoint solve's tolerance.
         max_iter: the adjoint solve's most steps.

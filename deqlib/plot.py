@@ -20,7 +20,7 @@ To draw by hand in the book's style, take axes from :func:`subplots` and draw in
 
     with plot.style():
         fig, ax = plot.subplots()
-        ax.plot(x, y, color=plot.PALETTE["delm"])
+        ax.plot(x, y, color=plot.PALETTE["delm"], label="DELM")
         ax.legend()
     fig
 """

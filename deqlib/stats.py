@@ -9,8 +9,8 @@ columns' spreads. This module gives the two classical answers, written without s
   difference is as likely positive as negative (independent seeds), the number of positive
   differences among the :math:`n` non-zero ones is Binomial(:math:`n`, 1/2), and
 
-  .. math:: p = \\min\\Bigl(1,\\; 2\\sum_{i=0}^{k}\\binom{n}{i}2^{-n}\\Bigr),
-     \\qquad k = \\min(\\#\\{d_k > 0\\}, \\#\\{d_k < 0\\}).
+  .. math:: p = \\min\\Bigl(1,\\; 2\\sum_{i=0}^{j}\\binom{n}{i}2^{-n}\\Bigr),
+     \\qquad j = \\min(\\#\\{k : d_k > 0\\}, \\#\\{k : d_k < 0\\}).
 
   It assumes nothing about the size of the differences. Its smallest p-value is
   :math:`2\\cdot2^{-n}` (all :math:`n` of one sign): 0.0625 for five seeds, so **five seeds can

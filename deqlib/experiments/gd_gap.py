@@ -82,7 +82,7 @@ def gd_loss_gap(*, dataset: str = "mnist10k", loss: str = "square", init: str = 
 
     Warns:
         RuntimeWarning: ``lr`` is above gradient descent's stability limit, or the loss rose
-        (from :func:`~deqlib.theory.gradient_descent`, with lr in place of η = lr/n).
+            (from :func:`~deqlib.theory.gradient_descent`, with lr in place of η = lr/n).
     """
     settings = _gd_settings(dataset=dataset, loss=loss, init=init, lr=lr, steps=steps, seed=seed,
                             gamma=gamma, delta=delta, train_size=train_size,

@@ -40,10 +40,14 @@ residual ‖f(z) − z‖/‖f(z)‖ is 1 at every step, while here the residual
 ``tol`` times the size of the start. The cap s₀r₀/r lets the scale grow only as much as the
 residual has shrunk: an iterate that runs away with a residual that does not shrink is never
 accepted (for z ↦ z + 1 the plain relative residual falls like 1/k, although there is no
-fixed point; here ρ stays at its first value, 1 from z₀ = 0). Near convergence on a
-problem whose fixed point is not far larger than its start (‖z*‖² < s₀r₀/tol, e.g.
-‖z*‖ < 1000 s₀ at tol 1e-6 from z₀ = 0) the rule *is* the plain relative residual, so the
-verdict is the usual one; early on, while a residual is still above its first value, ρ is
+fixed point; here ρ stays at its first value, 1 from z₀ = 0). Near convergence the rule *is*
+the plain relative residual, so the verdict is the usual one, when the fixed point is no
+smaller than the start (‖z*‖ ≥ s₀) and not far larger (‖z*‖² < s₀r₀/tol, e.g.
+‖z*‖ < 1000 s₀ at tol 1e-6 from z₀ = 0). A fixed point smaller than the start is judged
+against s₀ instead, ρ = r/s₀, which is looser than the plain relative residual by the factor
+s₀/‖z*‖: for z ↦ z/2 + 0.5 from z₀ = 100·1 at tol 1e-6 the solve converges while the plain
+relative residual is still about 1e-4 (start at zero, or at a guess of the fixed point's
+size, for the usual verdict). Early on, while a residual is still above its first value, ρ is
 larger than the plain relative residual.
 
 *Diverging*: in relative mode, when ρ exceeds 10⁸ in some sample, i.e. when its residual

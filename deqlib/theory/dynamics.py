@@ -255,9 +255,9 @@ def gradient_descent(
 
     Warns:
         RuntimeWarning: η is above gradient descent's stability limit 2/λ at the start, λ the
-        largest curvature of the loss (for the DELM, along B alone: a lower bound, so the
-        warning is never a false alarm); or the loss rose by more than 0.1% of its start along
-        the run. Either way the steps do not follow the gradient flow.
+            largest curvature of the loss (for the DELM, along B alone: a lower bound, so the
+            warning is never a false alarm); or the loss rose by more than 0.1% of its start
+            along the run. Either way the steps do not follow the gradient flow.
     """
     delm = isinstance(start, (tuple, list))
     if delm:
