@@ -461,11 +461,12 @@ def test_ch04_exercise_3_a_tighter_tolerance_costs_a_few_steps_and_no_accuracy(c
         assert sum(tight[f"{phase}_unconverged"]) == 0
     for a, b in zip(tight["test_acc"], loose["test_acc"]):
         assert abs(a - b) <= 0.005
-    # "20 to 30 % more steps (the forward solve about 17 instead of 13 …, the adjoint about 14
-    # instead of 12)"
-    for phase, counts in (("forward", (17, 13)), ("backward", (14, 12))):
+    # "the forward solve takes about a third more steps (about 17 instead of 13 …), the adjoint
+    # about a sixth more (about 14 instead of 12)"
+    for phase, counts, (low, high) in (("forward", (17, 13), (1.25, 1.42)),
+                                       ("backward", (14, 12), (1.1, 1.25))):
         mean = [sum(h[f"{phase}_steps"][1:]) / 8 for h in (tight, loose)]
-        assert [round(m) for m in mean] == list(counts) and 1.15 <= mean[0] / mean[1] <= 1.35
+        assert [round(m) for m in mean] == list(counts) and low <= mean[0] / mean[1] <= high
     assert round(ch04.extra_picard_steps(0.5), 1) == 6.6
     # "9 to 13 at ρ = 0.6 to 0.7", where the largest ρ(J) lies: "between 0.55 and 0.75"
     assert round(ch04.extra_picard_steps(0.6)) == 9 and round(ch04.extra_picard_steps(0.7)) == 13
