@@ -22,9 +22,11 @@ def exercise_2(Phi, Y, gradient_descent):
 def exercise_4(name="digits", **load_options):
     """The pixels that are zero in every training image, and among them those with ink in some
     test image: ``(m, how many zero, how many of those inked in a test image, how many test
-    images have such ink)``. ``name="mnist10k"`` needs the dataset fetched once (npm)."""
+    images have such ink, the rank of Φ's rows on the other pixels)``. ``name="mnist10k"``
+    needs the dataset fetched once (npm)."""
     d = data.load(name, **load_options)
     zero = d.X_train.abs().sum(0) == 0                      # a zero row of Φ
     inked = d.X_test[:, zero] != 0                          # test images × those pixels
-    return (d.X_train.shape[1], int(zero.sum()), int(inked.any(0).sum()),
-            int(inked.any(1).sum()))
+    rank = torch.linalg.matrix_rank(d.X_train[:, ~zero].double()).item()   # unique minimiser
+    return (d.X_train.shape[1], int(zero.sum()), int(inked.any(0).sum()),  # there iff full
+            int(inked.any(1).sum()), rank)

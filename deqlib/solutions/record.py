@@ -449,12 +449,13 @@ def run_ch09_exercise_4():
 
 
 def table_ch09_exercise_4(out):
-    m, zero, inked, images = out
+    m, zero, inked, images, rank = out
     return table(["digits, a random 100 training images (seed 0)", "count"], [
         ["pixels m", m],
         ["pixels zero in every training image", zero],
         ["of those, with ink in some test image", inked],
         ["test images with ink on such a pixel", images],
+        [f"rank of Φ on the other {m - zero} pixels", rank],
     ])
 
 
