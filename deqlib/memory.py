@@ -15,7 +15,7 @@ import torch
 
 from . import validate
 
-__all__ = ["saved_tensor_bytes", "cuda_peak_bytes"]
+__all__ = ["saved_tensor_bytes", "saved_tensors", "cuda_peak_bytes"]
 
 
 def saved_tensor_bytes(fn: Callable[[], object]) -> int:
@@ -36,6 +36,20 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
     Returns:
         The number of bytes, an int.
     """
+    return sum(nbytes for _, nbytes in saved_tensors(fn))
+
+
+def saved_tensors(fn: Callable[[], object]) -> list[tuple[tuple[int, ...], int]]:
+    """What :func:`saved_tensor_bytes` counts, one entry per storage, largest first.
+
+    Args:
+        fn: as for :func:`saved_tensor_bytes`.
+
+    Returns:
+        A list of ``(shape, nbytes)``: the shape of a saved tensor on that storage (as it was
+        saved, so a transposed weight appears transposed) and the storage's bytes. Their sum
+        is ``saved_tensor_bytes(fn)``.
+    """
     validate.function("fn", fn, "fn() with no arguments")
     packed: list = []
 
@@ -45,18 +59,20 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         result = fn()
-    seen: dict[tuple, int] = {}
+    seen: dict[tuple, tuple[tuple[int, ...], int]] = {}
     for ref in packed:
         t = ref()
         if t is None:   # its graph was freed: not kept for backward
             continue
         try:
             key = (t.untyped_storage().data_ptr(), t.device.type)
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+            nbytes = t.untyped_storage().nbytes()
         except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. sparse)
-            seen[(id(t), "other")] = t.numel() * t.element_size()
+            key, nbytes = (id(t), "other"), t.numel() * t.element_size()
+        if key not in seen or nbytes > seen[key][1]:
+            seen[key] = (tuple(t.shape), nbytes)
     del result
-    return sum(seen.values())
+    return sorted(seen.values(), key=lambda entry: -entry[1])
 
 
 def cuda_peak_bytes(fn: Callable[[], object], device=None) -> int:
