@@ -22,6 +22,19 @@ def tanh_jacobian(W_z, z):
     return (1 - z**2).unsqueeze(-1) * W_z  # row j of W_z times the slope 1 − z_j²
 
 
+def power_radius(J, steps=200):
+    """ρ(J[i]) for each matrix of the batch J, shape (batch, n, n), by power iteration."""
+    v = torch.randn(J.shape[:2], generator=torch.Generator().manual_seed(0)).to(J)
+    log_growth = torch.zeros(len(J), dtype=torch.float64, device=J.device)
+    for k in range(steps):
+        v = (J @ v.unsqueeze(-1)).squeeze(-1)  # after k products, ‖Jᵏv‖ grows like ρ(J)ᵏ
+        norm = v.norm(dim=1)
+        if k >= steps // 2:  # the second half only: past the transient
+            log_growth += norm.double().log()
+        v = v / norm.unsqueeze(-1)  # renormalise: no overflow, no underflow
+    return (log_growth / (steps - steps // 2)).exp().to(J.dtype)  # geometric mean growth
+
+
 def contraction_factor(layer):
     """‖W_z‖₂ of the weight the layer's forward pass uses: Banach's factor q for its map."""
     return torch.linalg.matrix_norm(layer.effective_W_z(), ord=2).item()

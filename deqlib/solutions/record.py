@@ -211,8 +211,8 @@ def table_ch04_exercise_2(runs):
     return ("b: bounded (max_norm=0.9), u: unbounded (max_norm=None); ‖J‖₂ and ρ(J) at the\n"
             "probe's 64 equilibria; steps u/b: forward steps, unbounded / bounded; unconv. u:\n"
             "forward solves of the epoch that stopped at max_iter = 100 unconverged; acc: test\n"
-            f"accuracy; unconverged solves in all (forward and adjoint): b {missed['b']}, "
-            f"u {missed['u']}\n\n"
+            f"accuracy; unconverged training solves in all (forward and adjoint): "
+            f"b {missed['b']}, u {missed['u']}\n\n"
             + table(["epoch", "‖W_z‖₂ b", "‖W_z‖₂ u", "‖J‖₂ b", "‖J‖₂ u", "max ρ(J) u",
                      "steps u/b", "unconv. u", "acc b", "acc u"], rows))
 
@@ -226,8 +226,8 @@ def table_ch04_exercise_3(runs):
              f"{loose['test_acc'][epoch]:.2f}", f"{tight['test_acc'][epoch]:.2f}"]
             for epoch in range(1, len(loose))]
     return ("steps: per-epoch mean Anderson steps at tol 1e-6 minus those at 1e-4; unconv. 1e-6:\n"
-            "solves at 1e-6 (forward and adjoint) that stopped at max_iter = 100 unconverged;\n"
-            "acc: test accuracy\n\n"
+            "training solves at 1e-6 (forward and adjoint) that stopped at max_iter = 100\n"
+            "unconverged; acc: test accuracy\n\n"
             + table(["epoch", "max ρ(J) at 1e-4", "forward steps", "adjoint steps",
                      "unconv. 1e-6", "acc 1e-4", "acc 1e-6"], rows))
 
