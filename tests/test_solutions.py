@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -214,6 +215,27 @@ def test_ch01_exercise_3_both_starts_reach_one_point_where_rho_J_is_below_one(ru
     assert out["converged"]
     assert out["gap"] < 1e-9  # "a relative difference below 1e-9"
     assert 0.625 <= out["rho"] < 0.635, out  # "about 0.63"
+
+
+def test_performance_exercise_1_picard_beats_the_spectral_radius_prediction():
+    """performance.md, exercise 1: the numbers its answer quotes, on the reference problem."""
+    from deqlib.functional import tanh_map
+    from deqlib.monitor import predicted_picard_steps, spectral_radius
+
+    p = deqlib.reference_tanh_problem(0.99, batch=64, dtype=torch.float32)
+    injection = p.x @ p.W_x.T
+    f = lambda z: tanh_map(z, p.W_z, injection)  # noqa: E731
+    r = deqlib.solve(f, p.z0(), method="picard", tol=1e-4, max_iter=2000)
+    res, radius = r.residuals, spectral_radius(f, r.z).max().item()   # res[k - 1]: after step k
+    assert r.steps == 169 and 0.9605 <= radius < 0.9615, (r.steps, radius)
+    assert round(predicted_picard_steps(0.96, 1e-4)) == 226  # "226 with the rounded 0.96"
+    assert round(predicted_picard_steps(radius, 1e-4)) == 234  # "234 with the unrounded"
+    assert 0.00245 <= res[59] < 0.00255, res[59]  # "0.0025 after 60 steps"
+    assert 0.925 <= (res[79] / res[19]) ** (1 / 60) < 0.935  # "about 0.93 per step"
+    slow = (res[-1] / res[-61]) ** (1 / 60)
+    assert 0.9705 <= slow < 0.9715, slow  # "0.971 per step" over the last 60
+    assert 0.0125 <= res[-1] / slow ** (r.steps - 1) < 0.0135  # "about 1.3 %" at the first step
+    assert 105 <= math.log(res[59] / 1e-4) / -math.log(slow) < 115  # "about 110 at 0.971"
 
 
 def test_ch02_exercise_3_gram_singular_lambda_fixes_it_and_damping_adds_steps(runs):
