@@ -143,6 +143,66 @@ def test_every_link_on_the_notation_page_resolves():
                      "where the symbol is introduced, or fix the link): " + ", ".join(bad))
 
 
+#: The page's symbol tables, by label, with the name the letter list gives each.
+SECTIONS = {"notation-linear-algebra": "linear algebra", "notation-part-i": "Part I",
+            "notation-part-ii": "Part II", "notation-part-iii": "Part III",
+            "notation-part-iv": "Part IV", "notation-docstrings": "docstrings",
+            "notation-reused": "reused"}
+LETTER_LIST = "notation-letters"
+#: A sub- or superscript (its letters are indices, not the symbol): _k, ^{-1}, _{\min}.
+SCRIPT = re.compile(r"[_^](\{[^{}]*\}|\\[A-Za-z]+|[^{\\])")
+GREEK_ORDER = {name: i for i, name in enumerate(
+    "alpha beta gamma Gamma delta Delta epsilon varepsilon zeta eta theta vartheta Theta iota "
+    "kappa lambda Lambda mu nu xi Xi pi Pi rho varrho sigma varsigma Sigma tau upsilon Upsilon "
+    "phi varphi Phi chi psi Psi omega Omega".split())}
+
+
+def _letter_order(letter: str) -> tuple:
+    """Latin (a, A, b, B, …), then Greek in its alphabet's order, then calligraphic, the rest."""
+    if len(letter) == 1:
+        return (0, letter.lower(), letter.isupper())
+    name = letter.lstrip("\\")
+    if name in GREEK_ORDER:
+        return (1, GREEK_ORDER[name])
+    return (2, name)
+
+
+def letter_list(text: str) -> list[str]:
+    """The rows the page's letter list must hold: each letter of a table's symbol column (up to a
+    "=" in that cell's math, without sub- and superscripts), with links to the tables it
+    appears in, in the page's order."""
+    sections: dict[str, list[str]] = {}
+    label = None
+    for line in text.splitlines():
+        target = TARGET.match(line)
+        if target:
+            label = target.group("target")
+        elif label in SECTIONS and index_rows(line):
+            symbol_cell = line.split("|")[1]
+            for math in re.findall(r"\$([^$]+)\$", symbol_cell):
+                math = WORDS.sub(" ", math.split("=")[0])
+                while SCRIPT.search(math):
+                    math = SCRIPT.sub(" ", math)
+                for letter in math_letters(f"${math}$"):
+                    if label not in sections.setdefault(letter, []):
+                        sections[letter].append(label)
+    return [f"| ${letter}$ | " + ", ".join(f"{{ref}}`{SECTIONS[s]} <{s}>`" for s in where) + " |"
+            for letter, where in sorted(sections.items(), key=lambda item: _letter_order(item[0]))]
+
+
+def test_the_letter_list_matches_the_tables():
+    """The list at the top of the page says, for each letter, which tables hold it; it is written
+    from the tables, so an edit to a table must be copied there (the message gives the rows)."""
+    text = NOTATION.read_text()
+    block = re.search(rf"^\({LETTER_LIST}\)=\n(.*?)(?=^\(notation-)", text, re.M | re.S)
+    assert block, f"the notation page has no ({LETTER_LIST})= section"
+    shown = [line for line in block.group(1).splitlines() if index_rows(line)]
+    expected = letter_list(text)
+    assert len(expected) >= 60, f"only {len(expected)} letters in the tables"
+    assert shown == expected, ("the letter list at the top of book/notation.md is out of date; "
+                               "its rows should read:\n" + "\n".join(expected))
+
+
 def test_every_symbol_of_the_index_links_to_where_it_is_introduced():
     rows = index_rows(NOTATION.read_text())
     assert len(rows) >= 60, f"only {len(rows)} symbol rows found on the notation page"
