@@ -100,8 +100,20 @@ def _example(solver, options: dict) -> str:
 def refuse_moved(owner: str, removed: dict, solver=None) -> None:
     """Raise the TypeError that says where a removed keyword of ``owner`` went.
 
-    ``removed`` holds the keyword arguments ``owner`` did not know; ``solver`` is the solver
-    it was given (a name or an object), used to write the example.
+    The layers (``DEQ``, ``TanhDEQ``, ``ConvDEQ``, ``WideTanhDEQ``, ``DeepEquilibriumLinear``)
+    once took solver options as keywords; ``tol=``, ``max_iter=`` and ``solver_options=`` now
+    belong to the solver object, ``backward_tol=`` and the other ``backward_*`` keywords to the
+    backward object. A layer passes the keywords it did not know here, and the error shows the
+    call to write instead: ``TanhDEQ(4, 4, 2, tol=1e-6, backward_tol=1e-8)`` raises
+    "TanhDEQ: tol= moved into the solver object: solver=Anderson(tol=1e-06); backward_tol=
+    moved into the backward object: backward=Implicit(solver=Anderson(tol=1e-08))". Any other
+    unknown keyword raises the usual "unexpected keyword argument" TypeError.
+
+    Args:
+        owner: the layer's name, which starts the message.
+        removed: the keyword arguments ``owner`` did not know (nothing is raised if empty).
+        solver: the solver the layer was given (a name or an object), used to write the
+            example.
     """
     if not removed:
         return

@@ -368,8 +368,9 @@ class LinearModel(nn.Module):
 class DeepLinearNetwork(nn.Module):
     """x ↦ W_H ⋯ W_1 x, a product of ``depth`` matrices with hidden ``width`` (no biases).
 
-    Its hypothesis class is the linear maps of rank ≤ width: a width below
-    min(in_features, out_features) is a rank bottleneck the DELM does not have.
+    For depth ≥ 2 its hypothesis class is the linear maps of rank ≤ width: a width below
+    min(in_features, out_features) is a rank bottleneck the DELM does not have. At depth 1
+    ``width`` is ignored (there is no hidden layer) and every linear map is representable.
     Initialisation: W_l ~ N(0, 1/fan_in) entrywise.
 
     Args:

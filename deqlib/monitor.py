@@ -112,8 +112,9 @@ def operator_norm(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int =
     top right singular vector of J, and ‖JᵀJv‖ → σ_max(J)² = ‖J‖₂². Each step is one product
     Jv and one product Jᵀw, both by ``torch.autograd.grad`` through one graph of f at z, built
     once (Jv by a second backward pass), so J is never formed.
-    The estimate approaches ‖J‖₂ from below, with an error that shrinks like (σ₂/σ₁)^(2k)
-    after k steps.
+    The estimate approaches ‖J‖₂ from below, with a relative error that shrinks like
+    (σ₂/σ₁)^(4k) after k steps: v's error shrinks like (λ₂/λ₁)^k with λ = σ² the eigenvalues
+    of JᵀJ, and the norm of JᵀJv, at a maximum in v, errs by that error squared.
 
     ``f`` must treat each sample separately (a DEQ layer's map does: ``layer.map(x)``), so
     that J is block-diagonal and one iteration serves the whole batch.

@@ -47,8 +47,10 @@ smaller than the start (‖z*‖ ≥ s₀) and not far larger (‖z*‖² < s₀
 against s₀ instead, ρ = r/s₀, which is looser than the plain relative residual by the factor
 s₀/‖z*‖: for z ↦ z/2 + 0.5 from z₀ = 100·1 at tol 1e-6 the solve converges while the plain
 relative residual is still about 1e-4 (start at zero, or at a guess of the fixed point's
-size, for the usual verdict). Early on, while a residual is still above its first value, ρ is
-larger than the plain relative residual.
+size, for the usual verdict). Early on, while a residual is still above its first value
+(r > r₀), the cap decides: ρ = r²/(s₀r₀), which is larger than the plain relative residual
+whenever ‖f(z)‖ > s₀r₀/r, so always while ‖f(z)‖ ≥ s₀ (an iterate much smaller than the start
+can make it smaller).
 
 *Diverging*: in relative mode, when ρ exceeds 10⁸ in some sample, i.e. when its residual
 exceeds 10⁴·√(s₀r₀) (e.g. z ↦ 2z + 1); in absolute mode, when the largest residual exceeds

@@ -35,11 +35,12 @@ class Anderson(Solver):
     .. math::
 
         \begin{pmatrix} \Gamma + \lambda\,\mathrm{diag}(\Gamma) & 1 \\ 1^\top & 0 \end{pmatrix}
-        \begin{pmatrix} \alpha \\ \omega \end{pmatrix} =
+        \begin{pmatrix} \alpha \\ -\omega \end{pmatrix} =
         \begin{pmatrix} 0 \\ 1 \end{pmatrix},
 
     with Γ the Gram matrix ⟨g_i, g_j⟩ / r₀², per sample (r₀ that sample's first residual norm,
-    so that its entries are O(1)) and ω the multiplier of Σα = 1 (chapter 2's letters). The
+    so that its entries are O(1)) and ω the multiplier of Σα = 1, so that Γα = ω1 without
+    the ridge (chapter 2's letters and sign). The
     regularisation λ diag(Γ) is relative to each residual's own size (a tiny absolute floor
     keeps the system regular when a residual is exactly 0). A mixing step adds to Γ the rows of
     the residuals stored since the last mixing step (one batched product) and mixes (one more);

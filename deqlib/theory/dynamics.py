@@ -352,9 +352,12 @@ def gradient_flow(
     """Gradient flow on L(A, B) = ℒ(BU), approximated by gradient descent with a small step.
 
     Time t = η·k after k steps; ∫λ_min(P_t) dt is the left Riemann sum η Σ_j λ_min(P_{t_j}),
-    with P computed densely at every step (small m, m_y only). Use float64: the bound
-    holds with margins as thin as 0.9987, which float32 cannot resolve. The steps are
-    :func:`gradient_descent`'s (with its warnings).
+    with P computed densely at every step (small m, m_y only). It needs float64 (float32 is
+    refused): not because one number's rounding (6e-8 in float32) is large, but because the
+    gap L − ℒ* is a difference of nearly equal losses, whose relative error is the losses'
+    rounding times L/(L − ℒ*), unbounded as L approaches ℒ*, and because rounding accumulates
+    over thousands of steps; where the gap comes close to the bound, float32 could not tell
+    whether the bound holds. The steps are :func:`gradient_descent`'s (with its warnings).
 
     Args:
         A0: the start's A, m×m.
