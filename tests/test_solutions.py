@@ -171,6 +171,36 @@ def test_ch01_exercise_4_nonnormal_weight_converges_without_a_contraction():
     assert steps.min() < 33 < 34 < steps.max()  # both sides of log ε / log ρ ≈ 33
 
 
+def test_ch01_exercise_5_certified_error_is_within_its_factor_and_settles_near_12():
+    """The answer's claims: the bound over the error lies in [1, (1 + q)/(1 - q)] at every depth,
+    λ₁ (largest modulus) of J is a complex pair, and |1 - λ₁|/(1 - q) is about 12, near which the
+    printed ratios settle."""
+    from deqlib.solutions import ch01
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)  # as in the chapter
+        try:
+            layer = deqlib.TanhDEQ(8, 32, max_norm=0.9, generator=torch.Generator().manual_seed(0))
+            W_z = layer.effective_W_z().detach()
+            f = layer.map(torch.randn(1, 8, generator=torch.Generator().manual_seed(1)))
+            z_ref = deqlib.solve(f, torch.zeros(1, 32), method="picard", tol=1e-15,
+                                 max_iter=500).z
+            q = torch.linalg.matrix_norm(W_z, ord=2).item()
+            z, ratios = torch.randn(1, 32, generator=torch.Generator().manual_seed(2)), []
+            for _ in range(31):
+                ratios.append((ch01.certified_error(f, z, q) / (z - z_ref).norm()).item())
+                z = f(z)
+            eig = torch.linalg.eigvals((1 - z_ref[0] ** 2)[:, None] * W_z)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    lam = eig[eig.abs().argmax()]
+    settle = (1 - lam).abs().item() / (1 - q)
+    assert all(1 <= r <= (1 + q) / (1 - q) for r in ratios), ratios
+    assert abs(lam.imag) > 0.1  # "a complex pair"
+    assert round(settle) == 12, settle  # "about 12 on this layer"
+    assert all(abs(r / settle - 1) < 0.1 for r in ratios[10:]), ratios  # "settles near"
+
+
 @pytest.mark.parametrize("name", list(record.RECORDS))
 def test_a_records_stored_output_is_what_a_fresh_run_prints(name, runs):
     """Numbers as numbers, to one unit in their last printed digit (the notebook tests' rule);

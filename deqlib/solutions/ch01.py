@@ -47,3 +47,8 @@ def nonnormal_weight(rho, norm, d):
     W = rho * torch.eye(d)
     W[0, d - 1] = norm - rho**2 / norm
     return W
+
+
+def certified_error(f, z, q):
+    """The a-posteriori bound ‖f(z) − z‖ / (1 − q) on ‖z − z*‖, one per row of z (q < 1)."""
+    return (f(z) - z).norm(dim=1) / (1 - q)

@@ -36,3 +36,11 @@ def exercise_2(problem, weights, steps=20):
     J = (1 - z_star.detach() ** 2)[:, :, None] * problem.W_z  # one J per sample
     rho_J = torch.linalg.eigvals(J).abs().amax(dim=1).max().item()
     return ((cut - exact).norm() / exact.norm()).item(), rho_J
+
+
+def neumann_adjoint(vjp, g, k):
+    """Σ_{j<k} (Jᵀ)ʲ g for k ≥ 1, given vjp(u) = Jᵀu; g has shape (batch, width)."""
+    u = g
+    for _ in range(k - 1):  # Horner's rule: g + Jᵀ(g + Jᵀ(g + …)), k − 1 products
+        u = g + vjp(u)
+    return u
