@@ -174,7 +174,7 @@ def plot_gd_gap(records: Iterable[dict]):
                             label=start)
             rates = ", ".join(sorted({f"{r['lr']:g}" for r in records if r["loss"] == loss}))
             top.set(yscale="log", title=f"{loss.replace('_', '-')} loss, lr = {rates}",
-                    ylabel=r"$\mathcal{L}/n$ − optimum" if loss == "square"
+                    ylabel=r"$\mathcal{L}/n - \mathcal{L}^\star/n$" if loss == "square"
                     else r"$\mathcal{L}/n$")
             bottom.axhline(0, color="grey", linewidth=1)
             bottom.set(xlabel="full-batch GD step",
