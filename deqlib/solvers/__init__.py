@@ -105,8 +105,9 @@ histories preallocated and written in place; Anderson mixes only every few steps
 reference problems this takes about as many steps), and then adds the new Gram rows with one
 batched product, solves all samples' small systems with one LU call and mixes with one more
 product; Broyden's two low-rank products with its stored pairs are fused into two batched
-products. The host reads one number per step (the stopping test); ``check_every=k`` reads
-it every k steps instead, which pays on accelerators, where a read waits for the device.
+products. The host reads one number per step (the stopping test); ``check_every=4`` reads
+it every fourth step instead (any period can be given), which pays on accelerators, where a
+read waits for the device.
 The measured costs (a step in units of one evaluation of f, and what did not pay, such as
 ``torch.compile``) are on the performance page and in ``benchmarks/README.md``.
 """
