@@ -32,7 +32,8 @@ CPU), so a difference of at most a hundredth of the tolerance is printed as that
 
 and likewise a value at most a hundredth of its upper bound (:func:`at_most`) is printed as
 ``< bound/100``. Both are true statements on every machine; larger differences and values
-print their digits (3 or 4 significant ones), which a reader's machine reproduces.
+print their digits (differences to 2 significant digits, values to 3 or 4), which a reader's
+machine reproduces.
 """
 
 from __future__ import annotations

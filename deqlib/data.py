@@ -2,7 +2,8 @@
 CIFAR-100 (the datasets the book uses for the paper's experiments; the protocol is the book's).
 
 ``load(name)`` returns a :class:`Dataset` whose images are flattened and scaled to [0, 1]
-(φ(x) = x, so m = the number of pixels) with integer class labels.
+(φ(x) = x, so m = the number of pixel values: pixels × channels, 3,072 = 1,024 × 3 for
+CIFAR) with integer class labels.
 
 * ``"digits"``: scikit-learn's bundled 8×8 handwritten digits (1,797 real images, m = 64),
   the embedded default: no network, ever. Split 1,347 / 450 by a fixed permutation.

@@ -1,7 +1,7 @@
 r"""Nonlinear DEQ layers built on :class:`~deqlib.implicit.DEQ`, and the pinned reference problem.
 
 * :class:`TanhDEQ`   z* = tanh(W_z z* + W_x x + b), a dense layer, with an optional readout;
-* :class:`ConvDEQ`   z* = tanh(K ⋆ z* + V ⋆ x + b), a small convolutional block for images,
+* :class:`ConvDEQ`   z* = tanh(F_z ⋆ z* + F_x ⋆ x + b), a small convolutional block for images,
   read out by average pooling and a linear layer;
 * :func:`reference_tanh_problem`  the pinned tanh map every test and benchmark shares.
 
@@ -9,7 +9,9 @@ Both layers keep their map a contraction during training by bounding the weight 
 multiplies z: tanh is 1-Lipschitz, so a weight of operator norm at most ``max_norm`` < 1 makes
 z ↦ f(z) a contraction, whose equilibrium exists, is unique and is reached from any start
 (Banach). The bound costs one spectral norm per forward, not one per solver step.
-(W_z, W_x, K, V are these layers' weights; W and U belong to the deep equilibrium linear model.)
+(W_z, W_x and the filters F_z, F_x, chapter 4's letters, are these layers' weights; ConvDEQ
+stores F_z and F_x as its parameters ``K`` and ``V``. W and U belong to the deep equilibrium
+linear model.)
 """
 
 from __future__ import annotations
@@ -228,19 +230,21 @@ class ConvDEQ(nn.Module):
 
     .. math::
 
-        z^* = \tanh(K \star z^* + V \star x + b), \qquad
+        z^* = \tanh(F_z \star z^* + F_x \star x + b), \qquad
         \text{output} = \text{Linear}(\text{AvgPool}(z^*))
 
     x is an image with C_in channels, given flattened; z* has ``channels`` channels at the
     image's resolution; ⋆ is a k × k convolution padded to keep the size ("same"). The
-    injection V ⋆ x + b is computed once per forward. The readout averages z* over a
+    filters F_z and F_x (chapter 4's letters) are the parameters ``K`` and ``V``. The
+    injection F_x ⋆ x + b is computed once per forward. The readout averages z* over a
     ``pool`` × ``pool`` grid of regions and maps the channels · pool² averages to the classes.
 
-    Why the solve converges during training: every output pixel of K ⋆ z is K_mat times the
-    k × k patch of z around it (K_mat is K reshaped to ``(channels, channels·k²)``), and each
-    pixel of z lies in at most k² patches, so ‖K ⋆ z‖ ≤ k‖K_mat‖₂‖z‖. The layer uses
-    K · min(1, max_norm / (k‖K_mat‖₂)): then z ↦ tanh(K ⋆ z + V ⋆ x + b) is a contraction with
-    factor at most ``max_norm`` (tanh is 1-Lipschitz), whatever the training does to K.
+    Why the solve converges during training: every output pixel of F_z ⋆ z is F_z,mat times
+    the k × k patch of z around it (F_z,mat is F_z reshaped to ``(channels, channels·k²)``), and
+    each pixel of z lies in at most k² patches, so ‖F_z ⋆ z‖ ≤ k‖F_z,mat‖₂‖z‖. The layer uses
+    F_z · min(1, max_norm / (k‖F_z,mat‖₂)): then z ↦ tanh(F_z ⋆ z + F_x ⋆ x + b) is a
+    contraction with factor at most ``max_norm`` (tanh is 1-Lipschitz), whatever the training
+    does to F_z.
 
     Args:
         image_shape: ``(H, W)`` (one channel) or ``(C_in, H, W)``; ``in_features`` is their
@@ -255,8 +259,8 @@ class ConvDEQ(nn.Module):
             such as ``"picard"`` means that solver's own defaults (``Picard()``).
         backward: the backward object, as in :class:`~deqlib.implicit.DEQ`.
         callback: called after each solve, as in :class:`~deqlib.implicit.DEQ`.
-        generator: a ``torch.Generator`` for the initialisation (K with entries
-            N(0, 1/(k²·channels)), V N(0, 1/(k²·C_in)), b = 0, the readout as
+        generator: a ``torch.Generator`` for the initialisation (F_z with entries
+            N(0, 1/(k²·channels)), F_x N(0, 1/(k²·C_in)), b = 0, the readout as
             ``nn.Linear``'s); ``None``: torch's global generator.
         dtype: the parameters' dtype (default: torch's default dtype).
         device: the parameters' device (default: torch's default device).
@@ -333,23 +337,24 @@ class ConvDEQ(nn.Module):
         )
 
     def lipschitz_bound(self, K: Tensor | None = None) -> Tensor:
-        """k‖K_mat‖₂, an upper bound on the operator 2-norm of z ↦ K ⋆ z (see the class).
+        """k‖F_z,mat‖₂, an upper bound on the operator 2-norm of z ↦ F_z ⋆ z (see the class).
 
         Args:
-            K: a kernel ``(channels, channels, k, k)``; ``None``: the layer's own parameter K
-                (not the rescaled one).
+            K: a filter F_z ``(channels, channels, k, k)``; ``None``: the layer's own parameter
+                ``K`` (not the rescaled one).
 
         Returns:
-            The bound, a 0-dimensional tensor (differentiable in K).
+            The bound, a 0-dimensional tensor (differentiable in the filter).
         """
         K = self.K if K is None else K
         return self.kernel_size * torch.linalg.matrix_norm(K.reshape(len(K), -1), ord=2)
 
     def effective_K(self) -> Tensor:
-        """The K the layer uses: rescaled so that its convolution's norm is ≤ max_norm.
+        """The filter F_z the layer uses: ``K`` rescaled so that its convolution's norm is
+        ≤ max_norm.
 
         Returns:
-            K · min(1, max_norm/(k‖K_mat‖₂)), of K's shape (K itself without a bound).
+            F_z · min(1, max_norm/(k‖F_z,mat‖₂)), of F_z's shape (F_z itself without a bound).
         """
         if self.max_norm is None:
             return self.K
@@ -362,7 +367,7 @@ class ConvDEQ(nn.Module):
         return self.effective_K(), injection
 
     def map(self, x: Tensor) -> Callable[[Tensor], Tensor]:
-        """The map z ↦ tanh(K ⋆ z + V ⋆ x + b) for this x, on z of shape
+        """The map z ↦ tanh(F_z ⋆ z + F_x ⋆ x + b) for this x, on z of shape
         ``(batch, channels, H, W)`` (detached: for solvers and plots).
 
         Args:

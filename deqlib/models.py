@@ -366,12 +366,12 @@ class LinearModel(nn.Module):
 
 
 class DeepLinearNetwork(nn.Module):
-    """x ↦ W_H ⋯ W_1 x, a product of ``depth`` matrices with hidden ``width`` (no biases).
+    """x ↦ W_N ⋯ W_1 x, a product of N = ``depth`` matrices with hidden ``width`` (no biases).
 
     For depth ≥ 2 its hypothesis class is the linear maps of rank ≤ width: a width below
     min(in_features, out_features) is a rank bottleneck the DELM does not have. At depth 1
     ``width`` is ignored (there is no hidden layer) and every linear map is representable.
-    Initialisation: W_l ~ N(0, 1/fan_in) entrywise.
+    Initialisation: W_j ~ N(0, 1/fan_in) entrywise.
 
     Args:
         in_features: the input dimension.
@@ -426,7 +426,7 @@ class DeepLinearNetwork(nn.Module):
         )
 
     def end_to_end(self) -> Tensor:
-        """W = W_H ⋯ W_1, ``(out_features, in_features)``: the network is x ↦ Wx."""
+        """W = W_N ⋯ W_1, ``(out_features, in_features)``: the network is x ↦ Wx."""
         W = self.weights[0]
         for w in self.weights[1:]:
             W = w @ W

@@ -23,7 +23,7 @@ probe inputs after every epoch::
     history["J_norm"], history["forward_steps"]
 
 For the book's tanh layers, J = diag(1 − z*²) L with L the linear part (W_z for
-:class:`~deqlib.layers.TanhDEQ`, the convolution z ↦ K ⋆ z for
+:class:`~deqlib.layers.TanhDEQ`, the convolution z ↦ F_z ⋆ z for
 :class:`~deqlib.layers.ConvDEQ`), and the monitor records both factors too.
 """
 
@@ -111,7 +111,8 @@ def operator_norm(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int =
     With J = ∂f/∂z at z_i, the iteration v ← JᵀJv / ‖JᵀJv‖ turns a unit vector towards the
     top right singular vector of J, and ‖JᵀJv‖ → σ_max(J)² = ‖J‖₂². Each step is one product
     Jv and one product Jᵀw, both by ``torch.autograd.grad`` through one graph of f at z, built
-    once (Jv by a second backward pass), so J is never formed.
+    once, so J is never formed: Jᵀw is a backward pass, and Jv is a second backward pass
+    through that one (Jᵀw is linear in w, and its derivative in w, applied to v, is Jv).
     The estimate approaches ‖J‖₂ from below, with a relative error that shrinks like
     (σ₂/σ₁)^(4k) after k steps: v's error shrinks like (λ₂/λ₁)^k with λ = σ² the eigenvalues
     of JᵀJ, and the norm of JᵀJv, at a maximum in v, errs by that error squared.
@@ -144,12 +145,16 @@ def spectral_radius(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int
     r"""ρ(∂f/∂z) at each sample of ``z``, by power iteration, averaged over its second half.
 
     The iteration runs on Jᵀ, which has the eigenvalues of J and costs one backward pass per
-    step. For a generic start v, ‖(Jᵀ)ᵏv‖ grows like ρ(J)ᵏ (Gelfand's formula), also when
-    the largest eigenvalues are a complex pair (then the norm oscillates, which is why one ratio of
-    successive norms is not enough). The estimate is the geometric mean of the growth over the
-    second half of the iteration, (‖(Jᵀ)ᵏv‖ / ‖(Jᵀ)ᵏᐟ²v‖)^(2/k), which skips the transient of
-    the first half. It is the asymptotic factor by which a Picard step near z shrinks the
-    error. The iterate is renormalised after every step.
+    step. For a generic start v, ‖(Jᵀ)ᵏv‖ grows like ρ(J)ᵏ up to sub-exponential factors,
+    ‖(Jᵀ)ᵏv‖^(1/k) → ρ(J): v has a component along the top eigenvectors (a polynomial factor
+    comes with a Jordan block), and ‖(Jᵀ)ᵏv‖ ≤ ‖(Jᵀ)ᵏ‖‖v‖ with Gelfand's formula
+    ‖(Jᵀ)ᵏ‖^(1/k) → ρ(J) gives the matching upper bound. This holds also when the largest
+    eigenvalues are a complex pair (then the norm oscillates, which is why one ratio of
+    successive norms is not enough). The
+    estimate is the geometric mean of the growth over the second half of the iteration,
+    (‖(Jᵀ)ᵏv‖ / ‖(Jᵀ)ᵏᐟ²v‖)^(2/k), which skips the transient of the first half. It is the
+    asymptotic factor by which a Picard step near z shrinks the error. The iterate is
+    renormalised after every step.
 
     Args:
         f: the map, as in :func:`operator_norm` (it acts on each sample separately).
@@ -177,7 +182,8 @@ def linear_part(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     """The linear map L inside a tanh layer's f(z) = tanh(Lz + injection), as the layer uses it.
 
     For a :class:`~deqlib.layers.TanhDEQ`, z ↦ z W_zᵀ with W_z after the rescaling to
-    ``max_norm``; for a :class:`~deqlib.layers.ConvDEQ`, z ↦ K ⋆ z with K rescaled likewise.
+    ``max_norm``; for a :class:`~deqlib.layers.ConvDEQ`, z ↦ F_z ⋆ z with its filter F_z (the
+    parameter ``K``) rescaled likewise.
     Then J = ∂f/∂z = diag(1 − f(z)²) L, which at an equilibrium is diag(1 − z*²) L.
 
     Args:
@@ -227,7 +233,8 @@ class EquilibriumMonitor(SolverStats):
     * ``picard_steps``: the steps plain Picard iteration takes from z = 0 to the relative
       tolerance ``tol`` on the whole probe batch (it stops when its slowest sample gets there,
       as the layer's solver does on a training batch), to compare with
-      log(tol)/log ``J_radius_max``;
+      log(tol)/log ``J_radius_max`` (:func:`predicted_picard_steps`; chapter 4's Fig. 4.4
+      plots the two over training);
     * for a tanh layer (:func:`linear_part`): ``W_norm`` and ``W_radius``, the norm and the
       spectral radius of the linear part L, and ``slope``, the mean of 1 − z*²: the two
       factors of J = diag(1 − z*²) L.
@@ -313,6 +320,10 @@ class EquilibriumMonitor(SolverStats):
 
 def predicted_picard_steps(radius: float, tol: float) -> float:
     """log(tol)/log(radius): the steps after which radiusᵏ ≤ tol (not rounded).
+
+    Chapter 4's Fig. 4.4 compares this prediction, with radius the largest ρ(J) over a probe
+    batch, with the steps Picard iteration takes (:class:`EquilibriumMonitor`'s
+    ``picard_steps``).
 
     Args:
         radius: the contraction factor per step, e.g. ρ(J), in (0, 1).

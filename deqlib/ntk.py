@@ -229,7 +229,8 @@ def implicit_ntk(model: WideTanhDEQ, X: Tensor, *, tol: float = 1e-12,
     With D_i = diag(1 − z_i²) (tanh' at x_i's equilibrium z_i) and W = σ_w Ŵ/√m, a change dW
     of the matrix moves z_i by (I − D_iW)⁻¹D_i dW z_i. Let s_i solve the adjoint fixed point
     s_i = WᵀD_i s_i + a/√m and r_i = D_i s_i; then ∂f(x_i)/∂Ŵ = (σ_w/√m) r_i z_iᵀ,
-    ∂f(x_i)/∂Û = (σ_u/√d) r_i x_iᵀ, ∂f(x_i)/∂a = z_i/√m, and
+    ∂f(x_i)/∂Û = (σ_u/√d) r_i x_iᵀ, ∂f(x_i)/∂a = z_i/√m, and, with R the n × m matrix whose
+    row i is r_iᵀ and Z, X those whose rows are z_iᵀ and x_iᵀ,
 
     .. math::
 

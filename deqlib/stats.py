@@ -86,8 +86,9 @@ def sign_test(differences: Sequence[float]) -> float:
     """The exact two-sided sign test's p-value for "positive and negative are equally likely".
 
     Zero differences carry no sign and are dropped (the usual convention); with no non-zero
-    difference left the p-value is 1. With :math:`n` non-zero differences, :math:`k` of them
-    of the rarer sign, :math:`p = \\min(1, 2\\sum_{i\\le k}\\binom{n}{i}2^{-n})`.
+    difference left the p-value is 1. With :math:`n` non-zero differences, :math:`j` of them
+    of the rarer sign, :math:`p = \\min(1, 2\\sum_{i\\le j}\\binom{n}{i}2^{-n})` (as in the
+    module's formula).
 
     Args:
         differences: the paired differences :math:`d_k`, one real number per seed (e.g. from
@@ -127,7 +128,9 @@ def student_t_cdf(t: float, df: int) -> float:
     \sum_{j=0}^{(\nu-3)/2}a_j\cos^{2j}\theta\bigr)` for odd :math:`\nu` (the sum empty at
     :math:`\nu = 1`; :math:`a_0 = 1`, :math:`a_j = a_{j-1}\,2j/(2j+1)`) and
     :math:`\sin\theta\sum_{j=0}^{(\nu-2)/2}b_j\cos^{2j}\theta` for even :math:`\nu`
-    (:math:`b_0 = 1`, :math:`b_j = b_{j-1}(2j-1)/(2j)`).
+    (:math:`b_0 = 1`, :math:`b_j = b_{j-1}(2j-1)/(2j)`). The distribution is symmetric about 0,
+    so :math:`P(T \le t) = \frac12\bigl(1 + \operatorname{sign}(t)\,P(|T| \le |t|)\bigr)`,
+    which is what is returned.
 
     Args:
         t: the point, a real number (±∞ allowed).

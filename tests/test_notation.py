@@ -94,6 +94,8 @@ WORDS = re.compile(r"\\(?:text|textrm|mathrm|operatorname|mbox|label|tag|begin|e
 GREEK = ("alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu "
          "nu xi pi rho varrho sigma varsigma tau upsilon phi varphi chi psi omega Gamma Delta "
          "Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega").split()
+#: \ell (the loss of a sample) is a letter too, though not a Greek one.
+GREEK.append("ell")
 #: A symbol letter: a calligraphic/blackboard letter, a Greek letter, or a lone Latin letter
 #: (any other command, such as \log or \lVert, is consumed whole and yields nothing).
 LETTER = re.compile(r"\\(mathcal|mathbb|mathfrak|mathscr)\s*\{?\s*([A-Za-z])"
@@ -158,10 +160,13 @@ GREEK_ORDER = {name: i for i, name in enumerate(
 
 
 def _letter_order(letter: str) -> tuple:
-    """Latin (a, A, b, B, …), then Greek in its alphabet's order, then calligraphic, the rest."""
+    """Latin (a, A, b, B, …, with ℓ after l and L), then Greek in its alphabet's order, then
+    calligraphic, the rest."""
     if len(letter) == 1:
         return (0, letter.lower(), letter.isupper())
     name = letter.lstrip("\\")
+    if name == "ell":                   # ℓ after l and L
+        return (0, "l", 2)
     if name in GREEK_ORDER:
         return (1, GREEK_ORDER[name])
     return (2, name)
@@ -220,7 +225,8 @@ def test_every_letter_of_the_chapters_math_is_on_the_notation_page():
 
 
 @pytest.mark.parametrize("text, letters", [
-    (r"$\kappa x_{\text{out}} + \mathcal{K}_k$", {r"\kappa", "x", r"\mathcal{K}", "k"}),
+    (r"$\kappa x_{\text{out}} + \mathcal{K}_k + \ell$",
+     {r"\kappa", "x", r"\mathcal{K}", "k", r"\ell"}),
     (r"$\mathcal N(\mu, \Sigma)$ and $$\lVert v\rVert_2\le\log\varepsilon$$",
      {r"\mathcal{N}", r"\mu", r"\Sigma", "v", r"\varepsilon"}),
     (r"$\operatorname{vec}(X)$, `$q$ in code`, $\begin{pmatrix} a \end{pmatrix}$",

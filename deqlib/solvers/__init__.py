@@ -34,6 +34,16 @@ first residual, floored at the tolerance: r₀ = max(‖f(z₀) − z₀‖, tol
       s = \min\bigl(\max(\lVert f(z)\rVert,\ s_0),\ s_0 r_0 / r\bigr).
 
 The solve has *converged* when ρ ≤ ``tol`` in every sample; ``z`` is then that iterate.
+Which term sets the scale s gives three regimes (at a tie two give the same ρ):
+
+=======  ==============================  ===========  =========================================
+regime   when                            ρ            example
+=======  ==============================  ===========  =========================================
+plain    s₀ ≤ ‖f(z)‖ ≤ s₀r₀/r            r/‖f(z)‖     near convergence, when ‖z*‖ ≥ s₀
+floor    ‖f(z)‖ < s₀ and r ≤ r₀          r/s₀         z ↦ z/2; z ↦ z/2 + 0.5 from 100·1
+cap      max(‖f(z)‖, s₀) > s₀r₀/r        r²/(s₀r₀)    every step with r > r₀; z ↦ z + 1 from 0
+=======  ==============================  ===========  =========================================
+
 Normally s = ‖f(z)‖ and ρ is the usual relative residual (torchdeq's ``stop_mode='rel'``).
 The floor s₀ lets a fixed point at the origin be reached: for z ↦ z/2 the plain relative
 residual ‖f(z) − z‖/‖f(z)‖ is 1 at every step, while here the residual must fall to
@@ -105,8 +115,9 @@ histories preallocated and written in place; Anderson mixes only every few steps
 reference problems this takes about as many steps), and then adds the new Gram rows with one
 batched product, solves all samples' small systems with one LU call and mixes with one more
 product; Broyden's two low-rank products with its stored pairs are fused into two batched
-products. The host reads one number per step (the stopping test); ``check_every=k`` reads
-it every k steps instead, which pays on accelerators, where a read waits for the device.
+products. The host reads one number per step (the stopping test); ``check_every=4`` reads
+it every fourth step instead (any period can be given), which pays on accelerators, where a
+read waits for the device.
 The measured costs (a step in units of one evaluation of f, and what did not pay, such as
 ``torch.compile``) are on the performance page and in ``benchmarks/README.md``.
 """

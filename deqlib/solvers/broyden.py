@@ -34,9 +34,10 @@ class Broyden(Solver):
     pair is not a valid inverse update (the later pairs were computed against it).
     No line search.
 
-    Default memory 10, the fastest on the pinned reference problems: a step costs two batched
-    products with the stored pairs, so a longer memory costs more per step than it saves in
-    steps (measurements: ``benchmarks/README.md``).
+    Default memory 10, the fastest Broyden setting overall by the performance page's score over
+    the pinned reference problems (1.01), though not the fastest on every problem: a step costs
+    two batched products with the stored pairs, so a longer memory costs more per step than it
+    saves in steps (measurements: ``benchmarks/README.md``).
 
     The options every solver shares (``tol``, ``max_iter``, ``stop``, ``strict``,
     ``check_every``, ``stall``) are those of :class:`~deqlib.solvers.base.Solver`; its own:
