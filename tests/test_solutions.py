@@ -260,8 +260,9 @@ def test_performance_exercise_1_picard_beats_the_spectral_radius_prediction():
     assert r.steps == 169 and 0.9605 <= radius < 0.9615, (r.steps, radius)
     assert round(predicted_picard_steps(0.96, 1e-4)) == 226  # "226 with the rounded 0.96"
     assert round(predicted_picard_steps(radius, 1e-4)) == 234  # "234 with the unrounded"
-    assert 0.00245 <= res[59] < 0.00255, res[59]  # "0.0025 after 60 steps"
-    assert 0.925 <= (res[79] / res[19]) ** (1 / 60) < 0.935  # "about 0.93 per step"
+    assert 0.995 <= res[0] <= 1.005, res[0]  # "from 1 after the first step"
+    assert 0.00245 <= res[59] < 0.00255, res[59]  # "to 0.0025 after step 60"
+    assert 0.895 <= (res[59] / res[0]) ** (1 / 59) < 0.905  # "about 0.90 per step" (1-60)
     slow = (res[-1] / res[-61]) ** (1 / 60)
     assert 0.9705 <= slow < 0.9715, slow  # "0.971 per step" over the last 60
     assert 0.0125 <= res[-1] / slow ** (r.steps - 1) < 0.0135  # "about 1.3 %" at the first step
