@@ -358,7 +358,7 @@ def proof_at_a_glance() -> plot.BookFigure:
     Returns:
         The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
-    fig, ax = _canvas(103, 65, inches=(9.8, 6.2))
+    fig, ax = _canvas(103, 65, inches=(9.5, 6.0))
     chapter5, chapter6 = FORWARD, INK
     steps = {
         1: ((16, 50), "1 · well-posedness\n$U = (I - S)^{-1}$ exists", chapter5),
