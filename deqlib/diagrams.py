@@ -351,13 +351,14 @@ def proof_at_a_glance() -> plot.BookFigure:
     Blue boxes are results proved in chapter 5 (well-posedness, the spectral and gradient
     lemmas, surjectivity), black ones the steps proved in chapter 6, the green one the theorem;
     arrows point from what a step uses to the step. The chapter lists, under the figure, where
-    each step is proved. The canvas is 65 units high so that the arc from step 1 to step 3,
-    which rises about 6 units above the top row's boxes, stays inside it.
+    each step is proved. Step 1 feeds steps 2, 3, 4 and 8: the last three through one line that
+    runs above the top row and down the right margin, with a branch into each box; the canvas
+    is 103 × 65 units so that this line stays inside it.
 
     Returns:
         The diagram, a :class:`~deqlib.plot.BookFigure`.
     """
-    fig, ax = _canvas(100, 65, inches=(9.5, 6.2))
+    fig, ax = _canvas(103, 65, inches=(9.5, 6.0))
     chapter5, chapter6 = FORWARD, INK
     steps = {
         1: ((16, 50), "1 · well-posedness\n$U = (I - S)^{-1}$ exists", chapter5),
@@ -388,7 +389,11 @@ def proof_at_a_glance() -> plot.BookFigure:
         _arrow(ax, box[start]["bottom"], box[end]["top"])
     _arrow(ax, (38, 25.2), (29.5, 14.8))  # from 5 down to 7
     _arrow(ax, (72, 45.2), (63.5, 35.0))  # from 3 down to 5
-    _arrow(ax, box[1]["top"], box[3]["top"], rad=-0.18)
+    x1, top = box[1]["top"]  # step 1 feeds 3, 4 and 8: one line over the top, down the margin
+    ax.plot([x1, x1, 101, 101], [top, 61, 61, box[8]["right"][1]], color=INK, linewidth=1.6,
+            zorder=1, solid_joinstyle="miter")
+    for k in (3, 4, 8):
+        _arrow(ax, (101, box[k]["right"][1]), box[k]["right"])
     key = "blue: proved in chapter 5    black: proved in chapter 6    green: the theorem"
     ax.text(50, 0.5, key, ha="center", fontsize=9.5, color=INK)
     return fig

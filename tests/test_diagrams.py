@@ -63,7 +63,7 @@ def test_proof_diagram_names_all_eight_steps_and_the_theorem():
     assert "theorem" in words
     boxes = [p for p in fig.axes[0].patches if isinstance(p, FancyBboxPatch)]
     arrows = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
-    assert len(boxes) == 9 and len(arrows) == 9
+    assert len(boxes) == 9 and len(arrows) == 11  # 1→2, 1→3, 1→4, 1→8 and seven more
 
 
 def test_trust_region_diagram_draws_the_computed_step_on_the_ellipse():
