@@ -376,7 +376,7 @@ class DeepLinearNetwork(nn.Module):
     Args:
         in_features: the input dimension.
         out_features: the output dimension.
-        depth: the number H of matrices, ≥ 1 (1 is the linear model).
+        depth: the number N of matrices, ≥ 1 (1 is the linear model).
         width: the size of every hidden layer; ``None``: ``in_features`` (then no rank
             bottleneck).
         generator: a ``torch.Generator`` for the initialisation; ``None``: torch's global

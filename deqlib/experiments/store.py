@@ -56,7 +56,7 @@ def run_settings(*, dataset: str, model: str, loss: str, seed: int, lr: float, e
         train_size, test_size, data_seed: as in :func:`~deqlib.experiments.run_experiment`.
         gamma, delta, width: as in :func:`~deqlib.experiments.run_experiment`.
         lr: this run's learning rate.
-        model: the model's name, one of ``MODELS``.
+        model: the model's name, one of ``ALL_MODELS``.
         optimizer: ``"sgd"`` or ``"adam"``, as in :func:`deqlib.train.fit`.
         dtype: a floating dtype or its name; ``None``: torch's default dtype.
 
