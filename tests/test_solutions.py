@@ -508,16 +508,16 @@ def test_ch04_exercise_3_a_tighter_tolerance_costs_a_few_steps_and_no_accuracy(c
     from deqlib.solutions import ch04
 
     loose, tight = ch04_runs[3][1e-4], ch04_runs[3][1e-6]
-    for phase, (low, high) in (("forward", (2, 6)), ("backward", (1, 5))):
+    for phase, (low, high) in (("forward", (2, 6)), ("backward", (1.5, 3.5))):   # adjoint "2 to 3"
         for a, b in zip(tight[f"{phase}_steps"][1:], loose[f"{phase}_steps"][1:]):
             assert low <= a - b <= high, (phase, a, b)
         assert sum(tight[f"{phase}_unconverged"]) == 0
     for a, b in zip(tight["test_acc"], loose["test_acc"]):
         assert abs(a - b) <= 0.005
     # "the forward solve takes about a third more steps (about 17 instead of 13 …), the adjoint
-    # about a sixth more (about 14 instead of 12)"
+    # about a fifth more (about 14 instead of 12, 2 to 3 more steps in every epoch)"
     for phase, counts, (low, high) in (("forward", (17, 13), (1.25, 1.42)),
-                                       ("backward", (14, 12), (1.1, 1.25))):
+                                       ("backward", (14, 12), (1.15, 1.25))):
         mean = [sum(h[f"{phase}_steps"][1:]) / 8 for h in (tight, loose)]
         assert [round(m) for m in mean] == list(counts) and low <= mean[0] / mean[1] <= high
     assert round(ch04.extra_picard_steps(0.5), 1) == 6.6
