@@ -24,6 +24,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def summary_table(records: Iterable[dict]) -> list[dict]:
     """One row per (loss, model): the last epoch's numbers as mean and std over the seeds.
 
+    Only the models of ``MODELS`` get rows: runs of the models run only on request
+    (``linear_low_rank``, in ``ALL_MODELS``) are left out, as from the stored summaries.
+
     The std is the sample standard deviation over seeds (n − 1 in the denominator). Keys:
     ``loss``, ``model``, ``lr``, ``seeds``, ``diverged`` (how many seeds diverged),
     ``test_acc``, ``test_acc_std``, ``train_loss``, ``train_loss_std``, ``test_loss``,

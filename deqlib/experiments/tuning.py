@@ -33,7 +33,7 @@ def tune_learning_rates(*, lr_grid: Sequence[float] | Mapping[str, Sequence[floa
 
     Args:
         lr_grid: the candidates, or a mapping loss → candidates.
-        models: names from ``MODELS``.
+        models: names from ``ALL_MODELS``.
         losses: names from ``deqlib.functional.LOSSES``.
         seeds: the seeds every candidate is scored on.
         out: the folder of the tuning runs and of ``learning_rates.json``.
