@@ -336,6 +336,16 @@ def test_ch10_exercise_3_the_frozen_kernel_bound_breaks_at_width_8_only(runs):
     assert all(0.95 <= worst[m] <= 1.0 for m in (4, 16, 64)), worst
 
 
+def test_ch10_exercise_6_at_n_16_the_hypothesis_holds_from_width_8(runs):
+    out = runs(record.run_ch10_exercise_6)
+    assert out[4]["hypothesis"] < 0.5 <= min(out[m]["hypothesis"] for m in (8, 16, 64)), out
+    # the numbers the answer states
+    assert [f"{out[m]['hypothesis']:.2f}" for m in (4, 8, 16, 64)] == [
+        "0.15", "0.79", "0.81", "0.97"], out
+    assert f"{max(r['loss_ratio'] for r in out.values()):.1e}" == "3.1e-02", out
+    assert f"{max(r['factor'] for r in out.values()):.2f}" == "0.90", out
+
+
 def test_ch10_exercise_5_relu_expectations_are_the_arc_cosine_kernels():
     # The answer's two closed forms, against Gauss-Hermite quadrature in 2-D (u, v correlated).
     import numpy as np

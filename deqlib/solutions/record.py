@@ -472,6 +472,23 @@ def table_ch10_exercise_3(worst):
                                                  for m, ratio in worst.items()]))
 
 
+def run_ch10_exercise_6():
+    from deqlib.solutions import ch10
+
+    return ch10.exercise_6()
+
+
+def table_ch10_exercise_6(out):
+    return ("the chapter's sweep with n = 16 inputs (d = 16), seeds 0, 1, 2; "
+            "worst over the seeds\n"
+            "of min_t λ_min(Θ_t)/λ_0 at the records (the hypothesis asks for ≥ 1/2), "
+            "of L_60/L_0,\n"
+            "and of σ_w‖Ŵ‖₂/√m at a record\n\n"
+            + table(["width m", "min_t λ_min(Θ_t)/λ_0", "L_60/L_0", "σ_w‖Ŵ‖₂/√m"],
+                    [[m, f"{r['hypothesis']:.2f}", f"{r['loss_ratio']:.1e}", f"{r['factor']:.2f}"]
+                     for m, r in out.items()]))
+
+
 def run_ch11_exercise_3():
     """The solution with the bound on (τ = 0, 0.1, 1) and without it (the chapter's τ = 0, 0.1)."""
     from deqlib.solutions import ch11
@@ -561,6 +578,7 @@ RECORDS = {r.name: r for r in [
     Record("ch09.exercise_2", run_ch09_exercise_2, table_ch09_exercise_2),
     Record("ch09.exercise_4", run_ch09_exercise_4, table_ch09_exercise_4),
     Record("ch10.exercise_3", run_ch10_exercise_3, table_ch10_exercise_3),
+    Record("ch10.exercise_6", run_ch10_exercise_6, table_ch10_exercise_6),
     Record("ch11.exercise_3", run_ch11_exercise_3, table_ch11_exercise_3),
     Record("ch11.exercise_4", run_ch11_exercise_4, table_ch11_exercise_4),
 ]}
