@@ -88,7 +88,9 @@ def unresolved(text: str, labels: set[str], pages: set[str]) -> list[str]:
 
 #: Inline ($…$) and display ($$…$$) math, outside code.
 MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
-CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+#: Code: a fenced block that is not a directive (```python, not ```{prf:theorem}, whose statement
+#: is mathematics), and inline `code`.
+FENCE = re.compile(r"^(`{3,})(\{[^}\n]*\})?[^\n]*\n.*?^\1[ \t]*$|`[^`\n]*`", re.M | re.S)
 #: Words inside math that are not symbols: \text{…}, \operatorname{…}, environment names.
 WORDS = re.compile(r"\\(?:text|textrm|mathrm|operatorname|mbox|label|tag|begin|end)\s*\{[^{}]*\}")
 GREEK = ("alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu "
@@ -102,10 +104,21 @@ LETTER = re.compile(r"\\(mathcal|mathbb|mathfrak|mathscr)\s*\{?\s*([A-Za-z])"
                     r"|\\(" + "|".join(GREEK) + r")(?![A-Za-z])|\\[A-Za-z]+|([A-Za-z])")
 
 
+def without_code(text: str) -> str:
+    """``text`` with its code blanked, character for character (so positions keep): a
+    directive's fences stay, and the code inside it is blanked too."""
+    def blank(m: re.Match) -> str:
+        if m.group(2):
+            head, body = m.group(0).split("\n", 1)
+            return head + "\n" + without_code(body)
+        return re.sub(r"[^\n]", " ", m.group(0))
+    return FENCE.sub(blank, text)
+
+
 def math_letters(text: str) -> set[str]:
     """The letters of a page's mathematics: ``x``, ``\\kappa``, ``\\mathcal{L}``, …"""
     found = set()
-    for inline, display in (pair[::-1] for pair in MATH.findall(CODE.sub(" ", text))):
+    for inline, display in (pair[::-1] for pair in MATH.findall(without_code(text))):
         for m in LETTER.finditer(WORDS.sub(" ", inline or display)):
             if m.group(1):
                 found.add(f"\\{m.group(1)}{{{m.group(2)}}}")
@@ -232,6 +245,7 @@ def test_every_letter_of_the_chapters_math_is_on_the_notation_page():
     (r"$\operatorname{vec}(X)$, `$q$ in code`, $\begin{pmatrix} a \end{pmatrix}$",
      {"X", "a"}),
     ("```python\nx = '$y$'\n```\nno math here", set()),
+    ("```{prf:theorem} T\n$\\kappa$ and `$q$`\n```\n```python\n$p$\n```\n$b$", {r"\kappa", "b"}),
 ])
 def test_the_letter_extraction(text, letters):
     """The extractor: commands and words are not letters, code is not math."""
