@@ -214,8 +214,9 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
 def at_most(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> None:
     """Print ``"<what>: 0.412 ≤ 1.3 (ratio 0.317)"``; raise AssertionError if value > bound.
 
-    A value at most a hundredth of a positive bound prints as that bound, e.g. a residual
-    ``"< 1e-14 ≤ 1e-12 (ratio < 0.01)"``: its digits would be rounding (module docstring).
+    A value at most a hundredth of a positive bound is printed as ``< bound/100``, e.g. a
+    residual ``"< 1e-14 ≤ 1e-12 (ratio < 0.01)"``: its digits would be rounding (module
+    docstring).
 
     Tensors are compared entry by entry (the bound broadcasts) and the worst entry is printed.
     ``rtol`` lets the value exceed the bound by ``rtol·|bound|`` (floating-point rounding of an

@@ -59,10 +59,10 @@ class Dataset:
     """A dataset as tensors, checked when it is built.
 
     Attributes:
-        X_train: the training features, shape ``(n, m)``, floating point, finite.
-        X_test: the test features, shape ``(n, m)``, floating point, finite.
-        y_train: the training labels, shape ``(n,)``, integers in ``[0, num_classes)``.
-        y_test: the test labels, shape ``(n,)``, integers in ``[0, num_classes)``.
+        X_train: the training features, shape ``(n_train, m)``, floating point, finite.
+        X_test: the test features, shape ``(n_test, m)`` (the same m), floating point, finite.
+        y_train: the training labels, shape ``(n_train,)``, integers in ``[0, num_classes)``.
+        y_test: the test labels, shape ``(n_test,)``, integers in ``[0, num_classes)``.
         num_classes: m_y.
         name: the dataset's name.
         image_shape: the shape of one image before flattening.

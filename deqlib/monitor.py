@@ -11,6 +11,12 @@ with J = ∂f/∂z at z*. Both solves converge at a speed set by J:
 
 :func:`operator_norm` and :func:`spectral_radius` measure ‖J‖₂ and ρ(J) by power iteration,
 with products Jv and Jᵀu only (autograd's backward passes), so J is never formed.
+ρ(J) converges more slowly, so :func:`spectral_radius` takes three times the steps of
+:func:`operator_norm` by default (60 against 20), and :class:`EquilibriumMonitor` keeps that
+ratio. After k steps the estimate of ‖J‖₂ errs like (σ₂/σ₁)^(4k), with σ₁ ≥ σ₂ the two largest
+singular values of J; that of ρ(J), a growth rate averaged over the second half of the steps,
+errs like (ρ₂/ρ(J))^(k/2), with ρ₂ the second largest modulus among J's eigenvalues, and only
+like 1/k when the largest are a complex pair (then ρ₂ = ρ(J), and the norm oscillates).
 :class:`EquilibriumMonitor` puts them to work in a training loop: it is the layer's solver
 callback (it counts the steps of every forward and adjoint solve, as
 :class:`~deqlib.implicit.SolverStats` does), and its :meth:`~EquilibriumMonitor.epoch` is
