@@ -269,6 +269,37 @@ def test_performance_exercise_1_picard_beats_the_spectral_radius_prediction():
     assert 105 <= math.log(res[59] / 1e-4) / -math.log(slow) < 115  # "about 110 at 0.971"
 
 
+def test_performance_exercise_2_the_backward_that_fits_a_memory_budget():
+    """performance.md, exercise 2: the stored backward sweep's numbers its answer quotes."""
+    from deqlib.functional import tanh_map
+
+    stored = json.loads((ROOT / "benchmarks" / "results" / "backward.json").read_text())
+    rows = {r["iterations"]: r for r in stored["rows"]}
+    W_z = 256 * 256 * 4  # the printed activations leave out W_z (implicit and unrolled keep it)
+    for k, kib, ratio in ((25, 1664, 13.0), (100, 6464, 50.5)):  # "(k + 1) · 64 KiB"
+        saved = {m: b - (0 if m == "one_step" else W_z)
+                 for m, b in rows[k]["memory_bytes"].items()}
+        assert saved["unrolled"] == kib * 1024 == (k + 1) * 64 * 1024, (k, saved)
+        assert saved["implicit"] == saved["one_step"] == 128 * 1024, saved  # "128 KiB"
+        assert round(saved["unrolled"] / saved["implicit"], 1) == ratio
+    assert (31 + 1) * 64 <= 2048 < (32 + 1) * 64  # "up to k = 31"
+    time = {k: {m: s / r["seconds"]["implicit"] for m, s in r["seconds"].items()}
+            for k, r in rows.items()}
+    assert [round(time[25]["unrolled"], 2), round(time[25]["one_step"], 2)] == [0.51, 0.25]
+    assert [round(time[100]["unrolled"], 2), round(time[100]["one_step"], 2)] == [1.38, 0.57]
+    error = {k: r["error"] for k, r in rows.items()}
+    assert f"{error[25]['unrolled']:.1e} {error[25]['implicit']:.1e}" == "4.6e-02 1.7e-02"
+    assert round(error[25]["unrolled"] / error[25]["implicit"], 1) == 2.6  # "2.6× larger"
+    assert f"{error[100]['implicit']:.1e}" == "1.6e-06"
+    assert all(round(error[k]["one_step"], 2) == 0.84 for k in (25, 100))
+    p = deqlib.reference_tanh_problem(0.9, batch=64, dtype=torch.float32)  # the forward, live
+    injection = p.x @ p.W_x.T
+    with pytest.warns(deqlib.ConvergenceWarning):  # exactly 25 steps, on purpose
+        forward = deqlib.solve(lambda z: tanh_map(z, p.W_z, injection), p.z0(),
+                               method="picard", tol=1e-30, max_iter=25, stall=None)
+    assert 7.85e-3 <= forward.residuals[-1] < 7.95e-3, forward.residuals[-1]  # "7.9e-3"
+
+
 def test_ch02_exercise_3_gram_singular_lambda_fixes_it_and_damping_adds_steps(runs):
     out = runs(record.run_ch02_exercise_3)
     rank, alpha, mixed, steps = out["rank"], out["alpha"], out["mixed"], out["steps"]
