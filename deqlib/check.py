@@ -30,7 +30,7 @@ CPU), so a difference of at most a hundredth of the tolerance is printed as that
 
     implicit vs unrolled: relative difference ≤ 1e-11 (tolerance 1e-09)
 
-and likewise a value at most a hundredth of its upper bound (:func:`at_most`) is printed as
+and likewise a value below a hundredth of its upper bound (:func:`at_most`) is printed as
 ``< bound/100``. Both are true statements on every machine; larger differences and values
 print their digits (differences to 2 significant digits, values to 3 or 4), which a reader's
 machine reproduces.
@@ -199,7 +199,7 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
     holds = sign * (vw - allowed) <= 0
     if not holds:   # never print the inequality as if it held
         line = f"{_prefix(what)}{vw:.4g} {'>' if sign > 0 else '<'} {bw:.4g} ✗"
-    elif sign > 0 and bw > 0 and 0 <= vw <= bw * FLOOR:   # rounding-level value: its bound
+    elif sign > 0 and bw > 0 and 0 <= vw < bw * FLOOR:   # rounding-level value: its bound
         line = f"{_prefix(what)}< {bw * FLOOR:.4g} ≤ {bw:.4g} (ratio < {FLOOR:g})"
     else:
         line = f"{_prefix(what)}{vw:.4g} {op} {bw:.4g} ({_margin(vw, bw)})"
@@ -214,7 +214,7 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
 def at_most(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> None:
     """Print ``"<what>: 0.412 ≤ 1.3 (ratio 0.317)"``; raise AssertionError if value > bound.
 
-    A value at most a hundredth of a positive bound is printed as ``< bound/100``, e.g. a
+    A value below a hundredth of a positive bound is printed as ``< bound/100``, e.g. a
     residual ``"< 1e-14 ≤ 1e-12 (ratio < 0.01)"``: its digits would be rounding (module
     docstring).
 
