@@ -16,8 +16,9 @@ with products Jv and Jᵀu only (autograd's backward passes), so J is never form
 ratio. After k steps the estimate of ‖J‖₂ errs like (σ₂/σ₁)^(4k), with σ₁ ≥ σ₂ the two largest
 singular values of J; that of ρ(J), a growth rate averaged over the second half of the steps,
 errs like (ρ₂/ρ(J))^(k/2) in general (faster for a symmetric J), with ρ₂ the second largest
-modulus among J's eigenvalues, and only like 1/k when the largest are a complex pair (then
-ρ₂ = ρ(J), and ‖(Jᵀ)ᵏv‖ oscillates around ρ(J)ᵏ instead of settling).
+modulus among J's eigenvalues, and, when J is not normal (the generic case for a random W_z),
+only like 1/k when the largest are a complex pair (then ρ₂ = ρ(J), and ‖(Jᵀ)ᵏv‖/ρ(J)ᵏ
+oscillates instead of settling).
 :class:`EquilibriumMonitor` puts them to work in a training loop: it is the layer's solver
 callback (it counts the steps of every forward and adjoint solve, as
 :class:`~deqlib.implicit.SolverStats` does), and its :meth:`~EquilibriumMonitor.epoch` is
@@ -156,7 +157,7 @@ def spectral_radius(f: Callable[[Tensor], Tensor], z: Tensor, *, iterations: int
     ‖(Jᵀ)ᵏv‖^(1/k) → ρ(J): v has a component along the top eigenvectors (a polynomial factor
     comes with a Jordan block), and ‖(Jᵀ)ᵏv‖ ≤ ‖(Jᵀ)ᵏ‖‖v‖ with Gelfand's formula
     ‖(Jᵀ)ᵏ‖^(1/k) → ρ(J) gives the matching upper bound. This holds also when the largest
-    eigenvalues are a complex pair (then ‖(Jᵀ)ᵏv‖ oscillates, which is why one ratio of
+    eigenvalues are a complex pair (then ‖(Jᵀ)ᵏv‖/ρ(J)ᵏ can oscillate, which is why one ratio of
     successive norms is not enough). The
     estimate is the geometric mean of the growth over the second half of the iteration,
     (‖(Jᵀ)ᵏv‖ / ‖(Jᵀ)ᵏᐟ²v‖)^(2/k), which skips the transient of the first half. It is the

@@ -163,6 +163,8 @@ def test_at_most_prints_a_rounding_level_value_as_its_bound(capsys):
     assert printed(capsys) == "residual: 2e-13 ≤ 1e-12 (ratio 0.2)"
     check.at_most(0.01, 1.0, what="at the floor")   # exactly bound/100: "<" would be false
     assert printed(capsys) == "at the floor: 0.01 ≤ 1 (ratio 0.01)"
+    check.at_most(0.012342, 1.23444)   # above the printed bound/100, 0.01234: digits, not "<"
+    assert printed(capsys) == "0.01234 ≤ 1.234 (ratio 0.01)"
     with pytest.raises(AssertionError):
         check.at_most(2e-12, 1e-12)
 
