@@ -199,8 +199,9 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
     holds = sign * (vw - allowed) <= 0
     if not holds:   # never print the inequality as if it held
         line = f"{_prefix(what)}{vw:.4g} {'>' if sign > 0 else '<'} {bw:.4g} ✗"
-    elif sign > 0 and bw > 0 and 0 <= vw < float(f"{bw * FLOOR:.4g}"):   # rounding level:
-        # print its bound, compared as printed so that "< bound/100" is true as it reads
+    elif sign > 0 and bw > 0 and 0 <= vw < min(bw * FLOOR, float(f"{bw * FLOOR:.4g}")):
+        # rounding level: print its bound; below bound/100 both exactly and as printed, so that
+        # "< bound/100" and "ratio < 0.01" are true as they read
         line = f"{_prefix(what)}< {bw * FLOOR:.4g} ≤ {bw:.4g} (ratio < {FLOOR:g})"
     else:
         line = f"{_prefix(what)}{vw:.4g} {op} {bw:.4g} ({_margin(vw, bw)})"

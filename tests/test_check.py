@@ -165,6 +165,8 @@ def test_at_most_prints_a_rounding_level_value_as_its_bound(capsys):
     assert printed(capsys) == "at the floor: 0.01 ≤ 1 (ratio 0.01)"
     check.at_most(0.012342, 1.23444)   # above the printed bound/100, 0.01234: digits, not "<"
     assert printed(capsys) == "0.01234 ≤ 1.234 (ratio 0.01)"
+    check.at_most(0.012349, 1.2348)   # below the printed 0.01235 but above bound/100: digits
+    assert printed(capsys) == "0.01235 ≤ 1.235 (ratio 0.01)"
     with pytest.raises(AssertionError):
         check.at_most(2e-12, 1e-12)
 
