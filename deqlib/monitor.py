@@ -16,9 +16,10 @@ with products Jv and Jᵀu only (autograd's backward passes), so J is never form
 ratio. After k steps the estimate of ‖J‖₂ errs like (σ₂/σ₁)^(4k), with σ₁ ≥ σ₂ the two largest
 singular values of J; that of ρ(J), a growth rate averaged over the second half of the steps,
 errs like (ρ₂/ρ(J))^(k/2) or faster (like (ρ₂/ρ(J))^k for a normal J), with ρ₂ the largest
-modulus among J's eigenvalues below ρ(J); but when the largest eigenvalues are a complex pair,
-‖(Jᵀ)ᵏv‖/ρ(J)ᵏ can oscillate instead of settling (it does for a generic non-normal J, such as
-one from a random W_z), and then the error falls only like 1/k.
+modulus among J's eigenvalues below ρ(J); but when several eigenvalues share the modulus ρ(J)
+(generically a complex pair), ‖(Jᵀ)ᵏv‖/ρ(J)ᵏ can oscillate instead of settling (it does for a
+generic non-normal J, such as one from a random W_z), and then the error falls only about like
+1/k, as it also does when the top eigenvalue has a Jordan block.
 :class:`EquilibriumMonitor` puts them to work in a training loop: it is the layer's solver
 callback (it counts the steps of every forward and adjoint solve, as
 :class:`~deqlib.implicit.SolverStats` does), and its :meth:`~EquilibriumMonitor.epoch` is
