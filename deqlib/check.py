@@ -30,8 +30,8 @@ CPU), so a difference of at most a hundredth of the tolerance is printed as that
 
     implicit vs unrolled: relative difference ≤ 1e-11 (tolerance 1e-09)
 
-and likewise a value below a hundredth of its upper bound (exactly and as printed to 4 digits;
-:func:`at_most`) is printed as
+and likewise a value ≥ 0 below a hundredth of its upper bound (in floating point and as printed
+to 4 digits; :func:`at_most`) is printed as
 ``< bound/100``. Both are true statements on every machine; larger differences and values
 print their digits (differences to 2 significant digits, values to 3 or 4), which a reader's
 machine reproduces.
@@ -217,8 +217,8 @@ def _inequality(value: Any, bound: Any, *, rtol: float, what: str, sign: int) ->
 def at_most(value: Any, bound: Any, *, what: str = "", rtol: float = 0.0) -> None:
     """Print ``"<what>: 0.412 ≤ 1.3 (ratio 0.317)"``; raise AssertionError if value > bound.
 
-    A value below a hundredth of a positive bound (exactly and as printed to 4 digits) is
-    printed as ``< bound/100``, e.g. a
+    A value ≥ 0 below a hundredth of a positive bound (in floating point and as printed to 4
+    digits) is printed as ``< bound/100``, e.g. a
     residual ``"< 1e-14 ≤ 1e-12 (ratio < 0.01)"``: its digits would be rounding (module
     docstring).
 
