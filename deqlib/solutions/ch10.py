@@ -22,6 +22,34 @@ def my_ntk(model, X):
     return (J @ J.T).detach()
 
 
+def _sphere_inputs(n, generator):
+    """The chapter's inputs: n points on the sphere of radius √d in d = 16 dimensions."""
+    X = torch.randn(n, 16, generator=generator)
+    return X / X.norm(dim=1, keepdim=True) * 4.0
+
+
+def _wide_deq(m, seed):
+    """The chapter's DEQ of width m, its weights drawn from generator seed ``seed``."""
+    from deqlib import Picard, ntk
+
+    return ntk.WideTanhDEQ(16, m, solver=Picard(tol=1e-10, max_iter=500, strict=True),
+                           generator=torch.Generator().manual_seed(seed))
+
+
+def _train(model, X, y, *, eta, steps, every):
+    """Full-batch gradient descent on ½‖model(X) − y‖², as the chapter's ``train_deq``: yields
+    the loss at steps 0, every, 2·every, …, steps, before that step's update."""
+    opt = torch.optim.SGD(model.parameters(), lr=eta)
+    for k in range(steps + 1):
+        loss = 0.5 * (model(X) - y).pow(2).sum()
+        if k % every == 0:
+            yield loss.item()
+        if k < steps:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
 def exercise_3(widths=(4, 8, 16, 64), seeds=(0, 1, 2), eta=0.2, steps=60, every=10):
     """The chapter's sweep with the residual along Θ_0's slowest direction, against e^(−2λ_0 t).
 
@@ -33,33 +61,21 @@ def exercise_3(widths=(4, 8, 16, 64), seeds=(0, 1, 2), eta=0.2, steps=60, every=
     """
     import math
 
-    from deqlib import Picard, ntk
+    from deqlib import ntk
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # as the chapter; restored below
     try:
-        g = torch.Generator().manual_seed(0)
-        X = torch.randn(8, 16, generator=g)
-        X = X / X.norm(dim=1, keepdim=True) * 4.0                # radius √d, d = 16
+        X = _sphere_inputs(8, torch.Generator().manual_seed(0))
         worst = {}
         for m in widths:
             ratios = []
             for seed in seeds:
-                model = ntk.WideTanhDEQ(16, m, solver=Picard(tol=1e-10, max_iter=500,
-                                                             strict=True),
-                                        generator=torch.Generator().manual_seed(seed))
+                model = _wide_deq(m, seed)
                 lam, vec = torch.linalg.eigh(ntk.implicit_ntk(model, X))
                 with torch.no_grad():
                     y = model(X) + vec[:, 0]                     # residual −v at the start
-                opt, losses = torch.optim.SGD(model.parameters(), lr=eta), []
-                for k in range(steps + 1):
-                    loss = 0.5 * (model(X) - y).pow(2).sum()
-                    if k % every == 0:
-                        losses.append(loss.item())
-                    if k < steps:
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
+                losses = list(_train(model, X, y, eta=eta, steps=steps, every=every))
                 ratios += [loss / (losses[0] * math.exp(-2 * lam[0].item() * eta * every * i))
                            for i, loss in enumerate(losses) if i > 0]
             worst[m] = max(ratios)
@@ -80,34 +96,24 @@ def exercise_6(n=16, widths=(4, 8, 16, 64), seeds=(0, 1, 2), eta=0.2, steps=60, 
     """
     import math
 
-    from deqlib import Picard, ntk
+    from deqlib import ntk
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # as the chapter; restored below
     try:
         g = torch.Generator().manual_seed(0)
-        X = torch.randn(n, 16, generator=g)
-        X = X / X.norm(dim=1, keepdim=True) * 4.0                # radius √d, d = 16
+        X = _sphere_inputs(n, g)
         y = torch.randn(n, generator=g)
         out = {}
         for m in widths:
             ratios, final, factor = [], [], 0.0
             for seed in seeds:
-                model = ntk.WideTanhDEQ(16, m, solver=Picard(tol=1e-10, max_iter=500,
-                                                             strict=True),
-                                        generator=torch.Generator().manual_seed(seed))
-                opt, lams, losses = torch.optim.SGD(model.parameters(), lr=eta), [], []
-                for k in range(steps + 1):
-                    loss = 0.5 * (model(X) - y).pow(2).sum()
-                    if k % every == 0:
-                        losses.append(loss.item())
-                        lams.append(torch.linalg.eigvalsh(ntk.implicit_ntk(model, X))[0].item())
-                        norm = torch.linalg.matrix_norm(model.W_hat.detach(), ord=2).item()
-                        factor = max(factor, model.sigma_w * norm / math.sqrt(m))
-                    if k < steps:
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
+                model, lams, losses = _wide_deq(m, seed), [], []
+                for loss in _train(model, X, y, eta=eta, steps=steps, every=every):
+                    losses.append(loss)
+                    lams.append(torch.linalg.eigvalsh(ntk.implicit_ntk(model, X))[0].item())
+                    norm = torch.linalg.matrix_norm(model.W_hat.detach(), ord=2).item()
+                    factor = max(factor, model.sigma_w * norm / math.sqrt(m))
                 ratios.append(min(lams) / lams[0])
                 final.append(losses[-1] / losses[0])
             out[m] = {"hypothesis": min(ratios), "loss_ratio": max(final), "factor": factor}
